@@ -1,0 +1,32 @@
+-- Claims up to $1 due deliveries of enabled endpoints: pushes next_attempt_at
+-- out by the lease ($2 seconds) and stamps claim token $3, then returns what
+-- the request needs. Index: deliveries_due_idx.
+with due as (
+    select d.id
+    from postbox.deliveries d
+    where d.status = 'pending'
+      and d.next_attempt_at <= now()
+      and exists (select 1 from postbox.endpoints e where e.id = d.endpoint_id and e.enabled)
+    order by d.next_attempt_at
+    limit $1
+    for no key update of d skip locked
+)
+update postbox.deliveries d
+set next_attempt_at = now() + make_interval(secs => $2::float8),
+    lease_token = $3
+from due, postbox.outbox o, postbox.endpoints e
+where d.id = due.id
+  and o.event_id = d.event_id
+  and e.id = d.endpoint_id
+returning d.id,
+          d.attempt_count + 1 as attempt_number,
+          o.event_id,
+          o.event_type,
+          to_char(o.occurred_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') as occurred_at,
+          o.payload,
+          o.previous,
+          o.actor,
+          e.url,
+          array_remove(array[e.secret, case when e.previous_secret_expires_at > now()
+                                            then e.previous_secret end], null) as secrets,
+          e.headers

@@ -1,0 +1,96 @@
+//! The command line: `postbox <command>`.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+use postbox::{config::Settings, db, schema, telemetry::LogFormat};
+
+#[derive(Debug, Parser)]
+#[command(name = "postbox", version, about = "A Postgres-native outbox relay for outgoing webhooks")]
+pub struct Cli {
+    /// Configuration file (default: ./postbox.toml if present)
+    #[arg(long, global = true, env = "POSTBOX_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Log output format
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Install or upgrade the schema (safe to run again, and concurrently)
+    Migrate,
+    /// Run the relay until SIGTERM or SIGINT
+    Run,
+    /// Print the effective configuration, secrets masked
+    Config {
+        /// Print JSON instead of text
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let settings = Settings::load(cli.config.as_deref()).context("invalid configuration")?;
+    match cli.command {
+        Command::Migrate => migrate(&settings).await,
+        Command::Run => {
+            let shutdown = CancellationToken::new();
+            tokio::spawn(stop_on_signal(shutdown.clone()));
+            postbox::run(settings, shutdown).await?;
+            Ok(())
+        }
+        Command::Config { json } => {
+            print_config(&settings, json);
+            Ok(())
+        }
+    }
+}
+
+async fn migrate(settings: &Settings) -> anyhow::Result<()> {
+    let mut client = db::connect(settings.database_url()?).await.context("cannot connect to the database")?;
+    let applied = schema::migrate(&mut client).await?;
+    let version = schema::installed_version(&client).await?;
+    if applied.is_empty() {
+        println!("schema is up to date (version {version})");
+    } else {
+        println!("applied migrations {applied:?}; schema is at version {version}");
+    }
+    Ok(())
+}
+
+fn print_config(settings: &Settings, json: bool) {
+    let values = settings.masked();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&values).expect("a map of JSON values serializes"));
+        return;
+    }
+    for (key, value) in values {
+        let shown = match value {
+            serde_json::Value::Null => "(not set)".to_owned(),
+            serde_json::Value::String(s) => s,
+            other => other.to_string(),
+        };
+        println!("{key} = {shown}");
+    }
+}
+
+/// Cancels `shutdown` on the first SIGTERM or SIGINT; a second one exits at once.
+async fn stop_on_signal(shutdown: CancellationToken) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler works at startup");
+    let mut int = signal(SignalKind::interrupt()).expect("installing a SIGINT handler works at startup");
+    tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+    tracing::info!("shutting down: finishing in-flight deliveries (signal again to exit now)");
+    shutdown.cancel();
+    tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+    tracing::warn!("second signal: exiting now");
+    std::process::exit(130);
+}

@@ -1,0 +1,488 @@
+//! Typed settings, layered with the `config` crate: embedded defaults, then
+//! `postbox.toml` (or `--config FILE`), then `DATABASE_URL`, then
+//! `POSTBOX_<SECTION>__<KEY>` environment variables.
+
+use std::{collections::BTreeMap, fmt, net::SocketAddr, path::Path, str::FromStr, time::Duration};
+
+use config::{Config, File, FileFormat};
+use serde::{de, Deserialize, Deserializer, Serialize};
+use serde_json::Value;
+
+const DEFAULTS: &str = include_str!("config.default.toml");
+const ENV_PREFIX: &str = "POSTBOX_";
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("unknown configuration key `{0}`")]
+    UnknownKey(String),
+    #[error("invalid value for `{key}`: {message}")]
+    InvalidValue { key: String, message: String },
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub database: DatabaseSettings,
+    pub relay: RelaySettings,
+    pub delivery: DeliverySettings,
+    pub network: NetworkSettings,
+    pub admin: AdminSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseSettings {
+    #[serde(deserialize_with = "optional_secret")]
+    pub url: Option<Secret>,
+    pub pool_size: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Wakeup {
+    /// LISTEN on channel `postbox`, with polling as the fallback.
+    Notify,
+    /// Poll only; apps' inserts skip NOTIFY entirely.
+    Poll,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RelaySettings {
+    pub batch_size: u32,
+    pub concurrency: usize,
+    #[serde(deserialize_with = "duration")]
+    pub poll_interval: Duration,
+    pub wakeup: Wakeup,
+    #[serde(deserialize_with = "duration")]
+    pub lease: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub shutdown_grace: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeliverySettings {
+    #[serde(deserialize_with = "duration")]
+    pub timeout: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub connect_timeout: Duration,
+    #[serde(deserialize_with = "duration_list")]
+    pub retry_schedule: Vec<Duration>,
+    pub retry_jitter: f64,
+    #[serde(deserialize_with = "duration")]
+    pub max_retry_after: Duration,
+    #[serde(deserialize_with = "byte_size")]
+    pub max_response_body: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkSettings {
+    pub allow_private: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSettings {
+    pub listen: SocketAddr,
+    #[serde(deserialize_with = "optional_secret")]
+    pub token: Option<Secret>,
+}
+
+/// A value that must never reach a log line or `Debug` output.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+impl Settings {
+    /// Loads settings from the defaults, `file` (or `./postbox.toml` if it
+    /// exists) and the process environment.
+    pub fn load(file: Option<&Path>) -> Result<Self, Error> {
+        Self::load_from(file, std::env::vars())
+    }
+
+    /// Like [`Settings::load`], with the environment given explicitly (tests).
+    pub fn load_from(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, Error> {
+        let mut builder = Config::builder().add_source(File::from_str(DEFAULTS, FileFormat::Toml));
+        builder = match file {
+            Some(path) => builder.add_source(File::from(path).required(true)),
+            None => builder.add_source(File::with_name("postbox.toml").required(false)),
+        };
+        for (key, value) in env_overrides(env) {
+            builder = builder.set_override(key, value)?;
+        }
+        let config = builder.build()?;
+
+        let known = flatten(&config_as_json(
+            &Config::builder().add_source(File::from_str(DEFAULTS, FileFormat::Toml)).build()?,
+        )?);
+        let given = flatten(&config_as_json(&config)?);
+        if let Some(unknown) = given.keys().find(|key| !known.contains_key(*key)) {
+            return Err(Error::UnknownKey(unknown.clone()));
+        }
+        for (key, value) in &given {
+            check_key(key, value)?;
+        }
+        let settings: Settings = config.try_deserialize()?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    fn validate(&self) -> Result<(), Error> {
+        let invalid = |key: &str, message: String| Err(Error::InvalidValue { key: key.to_owned(), message });
+        if self.database.pool_size < 2 {
+            return invalid("database.pool_size", "must be at least 2".into());
+        }
+        if self.relay.batch_size == 0 {
+            return invalid("relay.batch_size", "must be at least 1".into());
+        }
+        if self.relay.concurrency == 0 {
+            return invalid("relay.concurrency", "must be at least 1".into());
+        }
+        if self.relay.poll_interval.is_zero() {
+            return invalid("relay.poll_interval", "must be longer than 0s".into());
+        }
+        if self.relay.lease <= self.delivery.timeout {
+            return invalid(
+                "relay.lease",
+                format!(
+                    "{} must be longer than delivery.timeout ({})",
+                    humantime::format_duration(self.relay.lease),
+                    humantime::format_duration(self.delivery.timeout)
+                ),
+            );
+        }
+        if self.delivery.timeout.is_zero() {
+            return invalid("delivery.timeout", "must be longer than 0s".into());
+        }
+        if self.delivery.retry_schedule.is_empty() {
+            return invalid("delivery.retry_schedule", "needs at least one entry".into());
+        }
+        if !(0.0..1.0).contains(&self.delivery.retry_jitter) {
+            return invalid("delivery.retry_jitter", "must be at least 0 and below 1".into());
+        }
+        Ok(())
+    }
+
+    /// The database URL, or an error naming the key and how to set it.
+    pub fn database_url(&self) -> Result<&str, Error> {
+        match &self.database.url {
+            Some(url) => Ok(url.expose()),
+            None => Err(Error::InvalidValue {
+                key: "database.url".into(),
+                message: "not set (set DATABASE_URL, POSTBOX_DATABASE__URL or [database] url)".into(),
+            }),
+        }
+    }
+
+    /// The effective configuration as flat `section.key` pairs, secrets masked.
+    pub fn masked(&self) -> BTreeMap<&'static str, Value> {
+        let d = |d: Duration| Value::from(humantime::format_duration(d).to_string());
+        let schedule = self
+            .delivery
+            .retry_schedule
+            .iter()
+            .map(|s| humantime::format_duration(*s).to_string())
+            .collect::<Vec<_>>()
+            .join(",");
+        BTreeMap::from([
+            ("database.url", self.database.url.as_ref().map(|u| mask_url_password(u.expose())).into()),
+            ("database.pool_size", self.database.pool_size.into()),
+            ("relay.batch_size", self.relay.batch_size.into()),
+            ("relay.concurrency", self.relay.concurrency.into()),
+            ("relay.poll_interval", d(self.relay.poll_interval)),
+            ("relay.wakeup", serde_json::to_value(self.relay.wakeup).unwrap_or_default()),
+            ("relay.lease", d(self.relay.lease)),
+            ("relay.shutdown_grace", d(self.relay.shutdown_grace)),
+            ("delivery.timeout", d(self.delivery.timeout)),
+            ("delivery.connect_timeout", d(self.delivery.connect_timeout)),
+            ("delivery.retry_schedule", schedule.into()),
+            ("delivery.retry_jitter", self.delivery.retry_jitter.into()),
+            ("delivery.max_retry_after", d(self.delivery.max_retry_after)),
+            ("delivery.max_response_body", format_byte_size(self.delivery.max_response_body).into()),
+            ("network.allow_private", self.network.allow_private.into()),
+            ("admin.listen", self.admin.listen.to_string().into()),
+            ("admin.token", self.admin.token.as_ref().map(|_| "***").into()),
+        ])
+    }
+}
+
+/// `DATABASE_URL`, then every `POSTBOX_SECTION__KEY`, as (`section.key`, value).
+/// Variables without a `__` (like `POSTBOX_TEST_DATABASE_URL`) are not settings.
+fn env_overrides(env: impl IntoIterator<Item = (String, String)>) -> Vec<(String, String)> {
+    let mut database_url = None;
+    let mut sectioned = Vec::new();
+    for (name, value) in env {
+        if name == "DATABASE_URL" {
+            database_url = Some(("database.url".to_owned(), value));
+        } else if let Some(rest) = name.strip_prefix(ENV_PREFIX) {
+            if rest.contains("__") {
+                sectioned.push((rest.to_ascii_lowercase().replace("__", "."), value));
+            }
+        }
+    }
+    sectioned.sort();
+    database_url.into_iter().chain(sectioned).collect()
+}
+
+fn config_as_json(config: &Config) -> Result<Value, Error> {
+    Ok(config.clone().try_deserialize::<Value>()?)
+}
+
+fn flatten(value: &Value) -> BTreeMap<String, Value> {
+    fn walk(prefix: &str, value: &Value, out: &mut BTreeMap<String, Value>) {
+        match value {
+            Value::Object(map) => {
+                for (key, child) in map {
+                    let path = if prefix.is_empty() { key.clone() } else { format!("{prefix}.{key}") };
+                    walk(&path, child, out);
+                }
+            }
+            other => {
+                out.insert(prefix.to_owned(), other.clone());
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk("", value, &mut out);
+    out
+}
+
+/// Deserializes the defaults with only `key` changed to `value`, so that a bad
+/// value is reported with its full key (config's own errors name the section).
+fn check_key(key: &str, value: &Value) -> Result<(), Error> {
+    let value: config::Value = match value {
+        Value::Bool(b) => (*b).into(),
+        Value::Number(n) if n.is_i64() => n.as_i64().unwrap_or_default().into(),
+        Value::Number(n) => n.as_f64().unwrap_or_default().into(),
+        Value::String(s) => s.clone().into(),
+        other => other.to_string().into(),
+    };
+    let single = Config::builder()
+        .add_source(File::from_str(DEFAULTS, FileFormat::Toml))
+        .set_override(key, value)?
+        .build()?;
+    match single.try_deserialize::<Settings>() {
+        Ok(_) => Ok(()),
+        Err(err) => {
+            let message = err.to_string();
+            let message = message.rsplit_once(" for key `").map_or(message.as_str(), |(m, _)| m);
+            Err(Error::InvalidValue { key: key.to_owned(), message: message.to_owned() })
+        }
+    }
+}
+
+fn mask_url_password(url: &str) -> String {
+    // postgres://user:password@host/db -> postgres://user:***@host/db
+    if let Some((scheme, rest)) = url.split_once("://") {
+        if let Some((userinfo, host)) = rest.rsplit_once('@') {
+            if let Some((user, _)) = userinfo.split_once(':') {
+                return format!("{scheme}://{user}:***@{host}");
+            }
+        }
+        return url.to_owned();
+    }
+    // key=value form: mask password=...
+    url.split_whitespace()
+        .map(|part| match part.split_once('=') {
+            Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
+            _ => part.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn optional_secret<'de, D: Deserializer<'de>>(de: D) -> Result<Option<Secret>, D::Error> {
+    let value = Option::<String>::deserialize(de)?;
+    Ok(value.filter(|v| !v.is_empty()).map(Secret))
+}
+
+fn duration<'de, D: Deserializer<'de>>(de: D) -> Result<Duration, D::Error> {
+    let text = String::deserialize(de)?;
+    parse_duration(&text).map_err(de::Error::custom)
+}
+
+fn duration_list<'de, D: Deserializer<'de>>(de: D) -> Result<Vec<Duration>, D::Error> {
+    let text = String::deserialize(de)?;
+    text.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(parse_duration)
+        .collect::<Result<_, _>>()
+        .map_err(de::Error::custom)
+}
+
+fn byte_size<'de, D: Deserializer<'de>>(de: D) -> Result<usize, D::Error> {
+    let text = String::deserialize(de)?;
+    parse_byte_size(&text).map_err(de::Error::custom)
+}
+
+/// Parses `250ms`, `5s`, `5m`, `2h` (anything humantime accepts).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text.trim())
+        .map_err(|err| format!("`{text}` is not a duration ({err}); write e.g. 250ms, 5s, 5m, 2h"))
+}
+
+/// Formats a size the way [`parse_byte_size`] reads it back.
+pub fn format_byte_size(bytes: usize) -> String {
+    match bytes {
+        0 => "0B".into(),
+        b if b % (1 << 30) == 0 => format!("{}GiB", b >> 30),
+        b if b % (1 << 20) == 0 => format!("{}MiB", b >> 20),
+        b if b % (1 << 10) == 0 => format!("{}KiB", b >> 10),
+        b => format!("{b}B"),
+    }
+}
+
+/// Parses `512`, `512B`, `64KiB`, `1MiB`, `64KB` (KB = 1000 bytes).
+pub fn parse_byte_size(text: &str) -> Result<usize, String> {
+    let trimmed = text.trim();
+    let split = trimmed.find(|c: char| !c.is_ascii_digit()).unwrap_or(trimmed.len());
+    let (number, unit) = trimmed.split_at(split);
+    let multiplier = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kib" | "k" => 1 << 10,
+        "mib" | "m" => 1 << 20,
+        "gib" | "g" => 1 << 30,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        _ => usize::MAX,
+    };
+    match usize::from_str(number) {
+        Ok(n) if multiplier != usize::MAX => {
+            n.checked_mul(multiplier).ok_or_else(|| format!("`{text}` is too large"))
+        }
+        _ => Err(format!("`{text}` is not a size; write e.g. 512B, 64KiB, 1MiB")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(env: &[(&str, &str)]) -> Result<Settings, Error> {
+        Settings::load_from(None, env.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+    }
+
+    fn error(env: &[(&str, &str)]) -> String {
+        load(env).expect_err("expected a configuration error").to_string()
+    }
+
+    #[test]
+    fn defaults_match_the_contract() {
+        let s = load(&[]).unwrap();
+        assert!(s.database.url.is_none());
+        assert_eq!(s.database.pool_size, 16);
+        assert_eq!(s.relay.batch_size, 500);
+        assert_eq!(s.relay.concurrency, 256);
+        assert_eq!(s.relay.poll_interval, Duration::from_secs(1));
+        assert_eq!(s.delivery.timeout, Duration::from_secs(15));
+        let schedule: Vec<u64> = s.delivery.retry_schedule.iter().map(Duration::as_secs).collect();
+        assert_eq!(schedule, [0, 5, 300, 1800, 7200, 18000, 36000, 36000]);
+        assert_eq!(s.delivery.max_response_body, 64 * 1024);
+        assert!(!s.network.allow_private);
+        assert_eq!(s.admin.listen.to_string(), "127.0.0.1:8080");
+        assert!(s.admin.token.is_none());
+    }
+
+    #[test]
+    fn environment_overrides_and_database_url_fallback() {
+        let s = load(&[
+            ("DATABASE_URL", "postgres://a@b/c"),
+            ("POSTBOX_NETWORK__ALLOW_PRIVATE", "true"),
+            ("POSTBOX_RELAY__POLL_INTERVAL", "250ms"),
+            ("POSTBOX_DELIVERY__RETRY_SCHEDULE", "1s, 2m"),
+            ("POSTBOX_DELIVERY__MAX_RESPONSE_BODY", "1MiB"),
+            // not a setting: no section separator
+            ("POSTBOX_TEST_DATABASE_URL", "postgres://x@y/z"),
+        ])
+        .unwrap();
+        assert_eq!(s.database_url().unwrap(), "postgres://a@b/c");
+        assert!(s.network.allow_private);
+        assert_eq!(s.relay.poll_interval, Duration::from_millis(250));
+        assert_eq!(s.delivery.retry_schedule, [Duration::from_secs(1), Duration::from_secs(120)]);
+        assert_eq!(s.delivery.max_response_body, 1 << 20);
+
+        let s = load(&[("DATABASE_URL", "postgres://a@b/c"), ("POSTBOX_DATABASE__URL", "postgres://p@q/r")])
+            .unwrap();
+        assert_eq!(s.database_url().unwrap(), "postgres://p@q/r");
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_name_the_key() {
+        assert_eq!(
+            error(&[("POSTBOX_RELAY__BATCHSIZE", "5")]),
+            "unknown configuration key `relay.batchsize`"
+        );
+        assert!(error(&[("POSTBOX_RELAY__BATCH_SIZE", "many")])
+            .starts_with("invalid value for `relay.batch_size`"));
+        assert!(error(&[("POSTBOX_RELAY__POLL_INTERVAL", "5")])
+            .starts_with("invalid value for `relay.poll_interval`"));
+        assert!(error(&[("POSTBOX_NETWORK__ALLOW_PRIVATE", "maybe")])
+            .starts_with("invalid value for `network.allow_private`"));
+        assert!(
+            error(&[("POSTBOX_ADMIN__LISTEN", "nowhere")]).starts_with("invalid value for `admin.listen`")
+        );
+        assert!(error(&[("POSTBOX_RELAY__LEASE", "10s")]).starts_with("invalid value for `relay.lease`"));
+        assert!(error(&[("POSTBOX_DELIVERY__RETRY_SCHEDULE", "")])
+            .starts_with("invalid value for `delivery.retry_schedule`"));
+    }
+
+    #[test]
+    fn a_config_file_is_layered_under_the_environment() {
+        let dir = std::env::temp_dir().join(format!("postbox-config-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("postbox.toml");
+        std::fs::write(&file, "[relay]\nbatch_size = 42\nconcurrency = 7\n").unwrap();
+        let env = [("POSTBOX_RELAY__CONCURRENCY".to_string(), "9".to_string())];
+        let s = Settings::load_from(Some(&file), env).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(s.relay.batch_size, 42);
+        assert_eq!(s.relay.concurrency, 9);
+    }
+
+    #[test]
+    fn masked_output_hides_passwords_and_tokens() {
+        let s =
+            load(&[("DATABASE_URL", "postgres://app:hunter2@db/app"), ("POSTBOX_ADMIN__TOKEN", "t0ps3cret")])
+                .unwrap();
+        let shown = serde_json::to_string(&s.masked()).unwrap();
+        assert!(!shown.contains("hunter2") && !shown.contains("t0ps3cret"), "{shown}");
+        assert!(shown.contains("postgres://app:***@db/app"));
+        assert!(!format!("{s:?}").contains("hunter2"));
+        assert_eq!(mask_url_password("host=db password=hunter2 user=app"), "host=db password=*** user=app");
+    }
+
+    #[test]
+    fn sizes_and_durations_parse_as_documented() {
+        assert_eq!(parse_byte_size("64KiB"), Ok(65536));
+        assert_eq!(parse_byte_size("512B"), Ok(512));
+        assert_eq!(parse_byte_size("512"), Ok(512));
+        assert!(parse_byte_size("lots").is_err());
+        assert_eq!(format_byte_size(65536), "64KiB");
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
+    }
+}

@@ -1,0 +1,69 @@
+//! The connection pool and the SQL the relay runs, embedded from `sql/queries`.
+
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use tokio_postgres::NoTls;
+
+pub(crate) mod sql {
+    pub const OUTBOX_DISPATCH_BATCH: &str = include_str!("../sql/queries/outbox_dispatch_batch.sql");
+    pub const DELIVERY_CLAIM_DUE: &str = include_str!("../sql/queries/delivery_claim_due.sql");
+    pub const DELIVERY_RECORD_ATTEMPTS: &str = include_str!("../sql/queries/delivery_record_attempts.sql");
+    pub const DELIVERY_RELEASE: &str = include_str!("../sql/queries/delivery_release.sql");
+    pub const WAKEUP_MARK_BUSY: &str = include_str!("../sql/queries/wakeup_mark_busy.sql");
+    pub const WAKEUP_MARK_IDLE: &str = include_str!("../sql/queries/wakeup_mark_idle.sql");
+    pub const WAKEUP_SET_MODE: &str = include_str!("../sql/queries/wakeup_set_mode.sql");
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("invalid database.url: {0}")]
+    Url(#[source] tokio_postgres::Error),
+    #[error(transparent)]
+    Build(#[from] deadpool_postgres::BuildError),
+}
+
+/// A pool of at most `size` connections. Connections are made lazily, so this
+/// succeeds while the database is down; the first query reports it.
+pub fn pool(url: &str, size: usize) -> Result<Pool, Error> {
+    let mut config: tokio_postgres::Config = url.parse().map_err(Error::Url)?;
+    if config.get_application_name().is_none() {
+        config.application_name("postbox");
+    }
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(Duration::from_secs(5));
+    }
+    let manager =
+        Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+    Ok(Pool::builder(manager)
+        .max_size(size)
+        .runtime(Runtime::Tokio1)
+        .wait_timeout(Some(Duration::from_secs(10)))
+        .create_timeout(Some(Duration::from_secs(10)))
+        .build()?)
+}
+
+/// A single connection outside the pool (migrations, LISTEN). Its driver task
+/// runs until the client is dropped.
+pub async fn connect(url: &str) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+    let mut config: tokio_postgres::Config = url.parse()?;
+    if config.get_application_name().is_none() {
+        config.application_name("postbox");
+    }
+    let (client, connection) = config.connect(NoTls).await?;
+    tokio::spawn(async move {
+        if let Err(err) = connection.await {
+            tracing::debug!(error = %err, "database connection closed");
+        }
+    });
+    Ok(client)
+}
+
+/// A failed query: our own fault or the database's, never an endpoint's.
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    #[error(transparent)]
+    Pool(#[from] deadpool_postgres::PoolError),
+    #[error(transparent)]
+    Pg(#[from] tokio_postgres::Error),
+}

@@ -1,0 +1,371 @@
+//! Deliveries to HTTP: claim due deliveries under a lease, POST them with no
+//! transaction or pooled connection held, and record every attempt in batches.
+//!
+//! The dispatcher and the deliverer meet only in the database.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use deadpool_postgres::Pool;
+use serde_json::{Map, Value};
+use tokio::{
+    sync::{mpsc, Notify, Semaphore},
+    task::JoinSet,
+};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info, warn};
+use uuid::Uuid;
+
+use crate::{
+    db::{sql, QueryError},
+    retry::{self, Decision, RetryPolicy},
+    sender::{Response, Sender},
+    webhook::{self, Claimed},
+};
+
+pub type Result<T = ()> = std::result::Result<T, QueryError>;
+
+#[derive(Debug, Clone)]
+pub struct DelivererConfig {
+    pub batch_size: usize,
+    pub concurrency: usize,
+    pub poll_interval: Duration,
+    pub lease: Duration,
+    pub shutdown_grace: Duration,
+    pub retry: RetryPolicy,
+}
+
+/// One finished attempt, ready to be written.
+#[derive(Debug, Clone)]
+pub struct AttemptRecord {
+    pub delivery_id: Uuid,
+    pub lease_token: Uuid,
+    pub attempt_number: i32,
+    pub started_at: SystemTime,
+    pub duration: Duration,
+    pub request_headers: Value,
+    pub response_status: Option<u16>,
+    pub response_headers: Option<Value>,
+    pub response_body: Option<String>,
+    pub error: Option<String>,
+    pub decision: Decision,
+}
+
+pub struct Deliverer {
+    pool: Pool,
+    sender: Sender,
+    config: DelivererConfig,
+    /// Claimed but not yet recorded: delivery id -> claim token. Whatever is
+    /// left here at shutdown is handed back at once instead of waiting out its lease.
+    in_flight: Mutex<HashMap<Uuid, Uuid>>,
+}
+
+impl Deliverer {
+    pub fn new(pool: Pool, sender: Sender, config: DelivererConfig) -> Self {
+        Self { pool, sender, config, in_flight: Mutex::default() }
+    }
+
+    /// Claims up to `limit` due deliveries in one short statement.
+    pub async fn claim(&self, limit: usize) -> Result<Vec<Claimed>> {
+        let client = self.pool.get().await?;
+        let statement = client.prepare_cached(sql::DELIVERY_CLAIM_DUE).await?;
+        let lease_token = Uuid::new_v4();
+        let rows = client
+            .query(&statement, &[&(limit as i64), &self.config.lease.as_secs_f64(), &lease_token])
+            .await?;
+        let claimed: Vec<Claimed> = rows
+            .iter()
+            .map(|row| Claimed {
+                id: row.get("id"),
+                lease_token,
+                attempt_number: row.get("attempt_number"),
+                event_id: row.get("event_id"),
+                event_type: row.get("event_type"),
+                occurred_at: row.get("occurred_at"),
+                payload: row.get("payload"),
+                previous: row.get("previous"),
+                actor: row.get("actor"),
+                url: row.get("url"),
+                secrets: row.get("secrets"),
+                headers: row.get("headers"),
+            })
+            .collect();
+        let mut in_flight = self.in_flight.lock().expect("in-flight lock is never poisoned");
+        in_flight.extend(claimed.iter().map(|c| (c.id, c.lease_token)));
+        Ok(claimed)
+    }
+
+    /// Makes one attempt and decides what follows. Never fails: whatever goes
+    /// wrong with the endpoint is in the record.
+    #[tracing::instrument(skip_all, fields(delivery.id = %delivery.id, attempt = delivery.attempt_number))]
+    pub async fn attempt(&self, delivery: Claimed) -> AttemptRecord {
+        let started_at = SystemTime::now();
+        let timestamp = started_at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+        let clock = Instant::now();
+        let (request_headers, result) = match webhook::build(&delivery, timestamp) {
+            Ok(request) => (
+                headers_json(request.headers.iter().map(|(n, v)| (n.as_str(), v.as_str()))),
+                self.sender.send(&request).await,
+            ),
+            Err(reason) => (Value::Object(Map::new()), Err(reason)),
+        };
+        let duration = clock.elapsed();
+
+        let attempt_number = delivery.attempt_number as u32;
+        let record = |decision, status, headers, body, error| AttemptRecord {
+            delivery_id: delivery.id,
+            lease_token: delivery.lease_token,
+            attempt_number: delivery.attempt_number,
+            started_at,
+            duration,
+            request_headers: request_headers.clone(),
+            response_status: status,
+            response_headers: headers,
+            response_body: body,
+            error,
+            decision,
+        };
+        match result {
+            Ok(Response { status, headers, body }) => {
+                let retry_after = headers
+                    .get(reqwest::header::RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| retry::parse_retry_after(v, SystemTime::now()));
+                let decision = self.config.retry.decide(attempt_number, Some(status), retry_after);
+                match decision {
+                    Decision::Succeeded => debug!(status, "delivered"),
+                    Decision::Retry { after } => {
+                        warn!(status, retry_in = ?after, "delivery failed")
+                    }
+                    Decision::Failed => warn!(status, "delivery failed for the last time"),
+                }
+                let headers =
+                    headers_json(headers.iter().map(|(n, v)| (n.as_str(), v.to_str().unwrap_or("<binary>"))));
+                record(decision, Some(status), Some(headers), Some(body), None)
+            }
+            Err(error) => {
+                let decision = self.config.retry.decide(attempt_number, None, None);
+                warn!(%error, ?decision, "delivery failed");
+                record(decision, None, None, None, Some(error))
+            }
+        }
+    }
+
+    /// Writes a batch of attempts in one round trip; returns how many were
+    /// recorded (an attempt whose claim token is stale is dropped).
+    pub async fn record(&self, records: &[AttemptRecord]) -> Result<usize> {
+        if records.is_empty() {
+            return Ok(0);
+        }
+        let ids: Vec<Uuid> = records.iter().map(|r| r.delivery_id).collect();
+        let tokens: Vec<Uuid> = records.iter().map(|r| r.lease_token).collect();
+        let numbers: Vec<i32> = records.iter().map(|r| r.attempt_number).collect();
+        let started: Vec<f64> = records
+            .iter()
+            .map(|r| r.started_at.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs_f64())
+            .collect();
+        let durations: Vec<i32> =
+            records.iter().map(|r| r.duration.as_millis().min(i32::MAX as u128) as i32).collect();
+        let request_headers: Vec<String> = records.iter().map(|r| r.request_headers.to_string()).collect();
+        let statuses: Vec<Option<i32>> = records.iter().map(|r| r.response_status.map(i32::from)).collect();
+        let response_headers: Vec<Option<String>> =
+            records.iter().map(|r| r.response_headers.as_ref().map(Value::to_string)).collect();
+        let bodies: Vec<Option<&str>> = records.iter().map(|r| r.response_body.as_deref()).collect();
+        let errors: Vec<Option<&str>> = records.iter().map(|r| r.error.as_deref()).collect();
+        let next_status: Vec<&str> = records.iter().map(|r| r.decision.status()).collect();
+        let retry_in: Vec<f64> = records
+            .iter()
+            .map(|r| match r.decision {
+                Decision::Retry { after } => after.as_secs_f64(),
+                _ => 0.0,
+            })
+            .collect();
+
+        let client = self.pool.get().await?;
+        let statement = client.prepare_cached(sql::DELIVERY_RECORD_ATTEMPTS).await?;
+        let recorded = client
+            .query(
+                &statement,
+                &[
+                    &ids,
+                    &tokens,
+                    &numbers,
+                    &started,
+                    &durations,
+                    &request_headers,
+                    &statuses,
+                    &response_headers,
+                    &bodies,
+                    &errors,
+                    &next_status,
+                    &retry_in,
+                ],
+            )
+            .await?
+            .len();
+        if recorded < records.len() {
+            warn!(
+                stale = records.len() - recorded,
+                "attempts arrived after their lease ran out; not recorded"
+            );
+        }
+        Ok(recorded)
+    }
+
+    /// One step without the loop: claims a batch, attempts every delivery in
+    /// it concurrently and records the outcomes. Returns how many were attempted.
+    pub async fn run_once(&self) -> Result<usize> {
+        let claimed = self.claim(self.config.batch_size).await?;
+        let records = futures_util::future::join_all(claimed.into_iter().map(|d| self.attempt(d))).await;
+        self.record(&records).await?;
+        self.forget(&records);
+        Ok(records.len())
+    }
+
+    fn forget(&self, records: &[AttemptRecord]) {
+        let mut in_flight = self.in_flight.lock().expect("in-flight lock is never poisoned");
+        for record in records {
+            in_flight.remove(&record.delivery_id);
+        }
+    }
+
+    /// Hands everything claimed but unrecorded back to the queue, due now.
+    async fn release_in_flight(&self) -> Result<usize> {
+        let (ids, tokens): (Vec<Uuid>, Vec<Uuid>) =
+            std::mem::take(&mut *self.in_flight.lock().expect("in-flight lock is never poisoned"))
+                .into_iter()
+                .unzip();
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let client = self.pool.get().await?;
+        Ok(client.execute(sql::DELIVERY_RELEASE, &[&ids, &tokens]).await? as usize)
+    }
+
+    /// Runs until `shutdown`: keeps up to `concurrency` requests in flight,
+    /// claiming as slots free up, and waking on `wake` or the poll interval.
+    /// On shutdown, stops claiming, lets in-flight requests finish within the
+    /// grace period, records them, and releases whatever is left.
+    pub async fn run(self: Arc<Self>, wake: Arc<Notify>, shutdown: CancellationToken) {
+        let slots = Arc::new(Semaphore::new(self.config.concurrency));
+        let (results, outcomes) = mpsc::channel(self.config.concurrency.max(1));
+        let recorder = tokio::spawn(Arc::clone(&self).record_loop(outcomes));
+        let mut requests = JoinSet::new();
+        let mut failures = 0u32;
+
+        while !shutdown.is_cancelled() {
+            while requests.try_join_next().is_some() {}
+            let first = tokio::select! {
+                permit = Arc::clone(&slots).acquire_owned() => permit.expect("semaphore is never closed"),
+                _ = shutdown.cancelled() => break,
+            };
+            let limit = (slots.available_permits() + 1).min(self.config.batch_size);
+            let claimed = match self.claim(limit).await {
+                Ok(claimed) => {
+                    failures = 0;
+                    claimed
+                }
+                Err(err) => {
+                    failures += 1;
+                    error!(error = %err, "claiming deliveries failed");
+                    drop(first);
+                    sleep_or_cancel(backoff(failures), &shutdown).await;
+                    continue;
+                }
+            };
+            let found = claimed.len();
+            let mut first = Some(first);
+            for delivery in claimed {
+                let permit = match first.take() {
+                    Some(permit) => permit,
+                    None => Arc::clone(&slots).try_acquire_owned().expect("only this loop takes slots"),
+                };
+                let this = Arc::clone(&self);
+                let results = results.clone();
+                requests.spawn(async move {
+                    let record = this.attempt(delivery).await;
+                    let _ = results.send(record).await;
+                    drop(permit);
+                });
+            }
+            drop(first);
+            if found < limit {
+                tokio::select! {
+                    _ = wake.notified() => {}
+                    _ = tokio::time::sleep(self.config.poll_interval) => {}
+                    _ = shutdown.cancelled() => {}
+                }
+            }
+        }
+
+        info!(in_flight = requests.len(), "deliverer stopping");
+        let drained = tokio::time::timeout(self.config.shutdown_grace, async {
+            while requests.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            warn!(remaining = requests.len(), "shutdown grace ran out; abandoning in-flight requests");
+            requests.shutdown().await;
+        }
+        drop(results);
+        let _ = recorder.await;
+        match self.release_in_flight().await {
+            Ok(0) => {}
+            Ok(released) => info!(released, "released unfinished deliveries"),
+            Err(err) => {
+                warn!(error = %err, "could not release deliveries; their leases will expire")
+            }
+        }
+    }
+
+    /// Writes outcomes as they arrive, as many per round trip as are waiting.
+    async fn record_loop(self: Arc<Self>, mut outcomes: mpsc::Receiver<AttemptRecord>) {
+        let mut batch = Vec::with_capacity(self.config.batch_size);
+        while outcomes.recv_many(&mut batch, self.config.batch_size).await > 0 {
+            let mut failures = 0;
+            while let Err(err) = self.record(&batch).await {
+                failures += 1;
+                error!(error = %err, attempts = batch.len(), "recording attempts failed");
+                if failures >= 5 {
+                    // Their leases run out and the deliveries are attempted again.
+                    error!(attempts = batch.len(), "giving up on recording these attempts");
+                    break;
+                }
+                tokio::time::sleep(backoff(failures)).await;
+            }
+            self.forget(&batch);
+            batch.clear();
+        }
+    }
+}
+
+fn headers_json<'a>(headers: impl Iterator<Item = (&'a str, &'a str)>) -> Value {
+    let mut map = Map::new();
+    for (name, value) in headers {
+        match map.get_mut(name) {
+            Some(Value::String(existing)) => {
+                existing.push_str(", ");
+                existing.push_str(value);
+            }
+            _ => {
+                map.insert(name.to_owned(), Value::from(value));
+            }
+        }
+    }
+    Value::Object(map)
+}
+
+/// 100 ms doubling to at most 5 s.
+pub(crate) fn backoff(failures: u32) -> Duration {
+    Duration::from_millis(100u64.saturating_mul(1 << failures.min(6))).min(Duration::from_secs(5))
+}
+
+pub(crate) async fn sleep_or_cancel(duration: Duration, shutdown: &CancellationToken) {
+    tokio::select! {
+        _ = tokio::time::sleep(duration) => {}
+        _ = shutdown.cancelled() => {}
+    }
+}

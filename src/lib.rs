@@ -1,0 +1,143 @@
+//! postbox: a Postgres-native outbox relay for outgoing webhooks.
+//!
+//! Apps write events into `postbox.outbox`; the [`dispatcher`] fans them out
+//! into `postbox.deliveries`; the [`deliverer`] POSTs them, signed per the
+//! Standard Webhooks spec, and records every attempt. The two meet only in
+//! the database, so any number of relays can run against one database.
+
+pub mod config;
+pub mod db;
+pub mod deliverer;
+pub mod dispatcher;
+pub mod netpolicy;
+pub mod retry;
+pub mod schema;
+pub mod sender;
+pub mod signing;
+pub mod telemetry;
+pub mod wakeup;
+pub mod webhook;
+
+use std::sync::Arc;
+
+use deadpool_postgres::Pool;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::{
+    config::{Settings, Wakeup as WakeupMode},
+    deliverer::{Deliverer, DelivererConfig},
+    dispatcher::{Dispatcher, DispatcherConfig},
+    netpolicy::NetworkPolicy,
+    retry::RetryPolicy,
+    sender::{Sender, SenderConfig},
+    wakeup::Wakeup,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Config(#[from] config::Error),
+    #[error(transparent)]
+    Db(#[from] db::Error),
+    #[error("cannot build the HTTP client: {0}")]
+    Http(#[from] reqwest::Error),
+}
+
+impl Settings {
+    pub fn dispatcher_config(&self) -> DispatcherConfig {
+        DispatcherConfig {
+            batch_size: self.relay.batch_size,
+            poll_interval: self.relay.poll_interval,
+            first_delay: self.retry_policy().first_delay(),
+            notify: self.relay.wakeup == WakeupMode::Notify,
+        }
+    }
+
+    pub fn deliverer_config(&self) -> DelivererConfig {
+        DelivererConfig {
+            batch_size: self.relay.batch_size as usize,
+            concurrency: self.relay.concurrency,
+            poll_interval: self.relay.poll_interval,
+            lease: self.relay.lease,
+            shutdown_grace: self.relay.shutdown_grace,
+            retry: self.retry_policy(),
+        }
+    }
+
+    pub fn sender_config(&self) -> SenderConfig {
+        SenderConfig {
+            timeout: self.delivery.timeout,
+            connect_timeout: self.delivery.connect_timeout,
+            max_response_body: self.delivery.max_response_body,
+            policy: NetworkPolicy { allow_private: self.network.allow_private },
+        }
+    }
+
+    pub fn retry_policy(&self) -> RetryPolicy {
+        RetryPolicy {
+            schedule: self.delivery.retry_schedule.clone(),
+            jitter: self.delivery.retry_jitter,
+            max_retry_after: self.delivery.max_retry_after,
+        }
+    }
+}
+
+/// Runs the relay until `shutdown` is cancelled: waits for the database and a
+/// current schema, then runs the dispatcher, the deliverer and (in notify
+/// mode) the LISTEN connection side by side.
+pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), Error> {
+    let url = settings.database_url()?.to_owned();
+    let pool = db::pool(&url, settings.database.pool_size)?;
+    let sender = Sender::new(settings.sender_config())?;
+    if !wait_for_schema(&pool, &settings, &shutdown).await {
+        return Ok(());
+    }
+
+    let wakeup = Wakeup::default();
+    let listener = (settings.relay.wakeup == WakeupMode::Notify)
+        .then(|| tokio::spawn(wakeup.clone().listen(url, shutdown.clone())));
+    let dispatcher = Dispatcher::new(pool.clone(), settings.dispatcher_config());
+    let deliverer = Arc::new(Deliverer::new(pool.clone(), sender, settings.deliverer_config()));
+    info!(wakeup = ?settings.relay.wakeup, concurrency = settings.relay.concurrency, "relay started");
+
+    let dispatching = tokio::spawn(dispatcher.run(wakeup.dispatcher.clone(), shutdown.clone()));
+    let delivering = tokio::spawn(deliverer.run(wakeup.deliverer.clone(), shutdown.clone()));
+    let _ = tokio::join!(dispatching, delivering);
+    if let Some(listener) = listener {
+        let _ = listener.await;
+    }
+    pool.close();
+    info!("relay stopped");
+    Ok(())
+}
+
+/// Waits until the database answers with the schema this binary expects and
+/// records the wake-up mode. False when shut down while waiting.
+async fn wait_for_schema(pool: &Pool, settings: &Settings, shutdown: &CancellationToken) -> bool {
+    let notify = settings.relay.wakeup == WakeupMode::Notify;
+    let mut failures = 0;
+    loop {
+        let problem = match pool.get().await {
+            Err(err) => format!("database unreachable: {err}"),
+            Ok(client) => match schema::installed_version(&**client).await {
+                Err(err) => format!("cannot read the schema version: {err}"),
+                Ok(version) if version < schema::latest_version() => format!(
+                    "schema version {version} installed, {} needed: run `postbox migrate`",
+                    schema::latest_version()
+                ),
+                Ok(_) => match client.execute(db::sql::WAKEUP_SET_MODE, &[&notify]).await {
+                    Ok(_) => return true,
+                    Err(err) => format!("cannot set the wake-up mode: {err}"),
+                },
+            },
+        };
+        failures += 1;
+        let retry_in = deliverer::backoff(failures);
+        warn!(%problem, retry_in = ?retry_in, "waiting for the database");
+        deliverer::sleep_or_cancel(retry_in, shutdown).await;
+        if shutdown.is_cancelled() {
+            return false;
+        }
+    }
+}

@@ -1,0 +1,139 @@
+//! Outbound network policy: which addresses the relay may connect to.
+//!
+//! By default only public unicast addresses are allowed. Loopback, private,
+//! shared (CGNAT), link-local (cloud metadata lives there), multicast,
+//! documentation and reserved ranges are refused, including IPv4 addresses
+//! embedded in IPv6 forms. The check runs on literal IPs in URLs and on every
+//! address a host name resolves to, so DNS cannot point the relay inward.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NetworkPolicy {
+    pub allow_private: bool,
+}
+
+impl NetworkPolicy {
+    /// `Err(reason)` when the policy refuses `ip`.
+    pub fn check(&self, ip: IpAddr) -> Result<(), &'static str> {
+        match (self.allow_private, classify(ip)) {
+            (_, None) => Ok(()),
+            (true, Some(_)) => Ok(()),
+            (false, Some(reason)) => Err(reason),
+        }
+    }
+}
+
+/// Why an address is not public, or `None` for a public unicast address.
+pub fn classify(ip: IpAddr) -> Option<&'static str> {
+    match ip {
+        IpAddr::V4(v4) => classify_v4(v4),
+        IpAddr::V6(v6) => classify_v6(v6),
+    }
+}
+
+fn classify_v4(ip: Ipv4Addr) -> Option<&'static str> {
+    let [a, b, c, d] = ip.octets();
+    Some(match (a, b, c, d) {
+        (0, ..) => "unspecified",
+        (127, ..) => "loopback",
+        (10, ..) | (172, 16..=31, ..) | (192, 168, ..) => "private",
+        (100, 64..=127, ..) => "shared address space (CGNAT)",
+        (169, 254, 169, 254) | (168, 63, 129, 16) => "cloud metadata",
+        (169, 254, ..) => "link-local",
+        (192, 0, 0, _) => "IETF protocol assignments",
+        (192, 0, 2, _) | (198, 51, 100, _) | (203, 0, 113, _) => "documentation",
+        (198, 18..=19, ..) => "benchmarking",
+        (224..=239, ..) => "multicast",
+        (240..=255, ..) => "reserved",
+        _ => return None,
+    })
+}
+
+fn classify_v6(ip: Ipv6Addr) -> Option<&'static str> {
+    let segments = ip.segments();
+    if ip.is_unspecified() {
+        return Some("unspecified");
+    }
+    if ip.is_loopback() {
+        return Some("loopback");
+    }
+    // ::ffff:a.b.c.d (mapped), ::a.b.c.d (compatible), 64:ff9b::a.b.c.d (NAT64)
+    let embedded = |hi: u16, lo: u16| Ipv4Addr::new((hi >> 8) as u8, hi as u8, (lo >> 8) as u8, lo as u8);
+    match segments {
+        [0, 0, 0, 0, 0, 0xffff, hi, lo] | [0, 0, 0, 0, 0, 0, hi, lo] | [0x64, 0xff9b, 0, 0, 0, 0, hi, lo] => {
+            return classify_v4(embedded(hi, lo));
+        }
+        // 6to4 carries an IPv4 address in segments 1 and 2
+        [0x2002, hi, lo, ..] => return classify_v4(embedded(hi, lo)),
+        _ => {}
+    }
+    Some(match segments[0] {
+        0xfd00 if segments[1] == 0x0ec2 => "cloud metadata",
+        0xfc00..=0xfdff => "unique local (private)",
+        0xfe80..=0xfebf => "link-local",
+        0xfec0..=0xfeff => "site-local",
+        0xff00..=0xffff => "multicast",
+        0x2001 if segments[1] == 0x0db8 => "documentation",
+        0x2001 if segments[1] == 0 => "Teredo",
+        0x0100 if segments[1..4] == [0, 0, 0] => "discard-only",
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused(ip: &str) -> bool {
+        NetworkPolicy { allow_private: false }.check(ip.parse().unwrap()).is_err()
+    }
+
+    #[test]
+    fn refuses_inward_addresses() {
+        for ip in [
+            "127.0.0.1",
+            "127.255.0.9",
+            "10.1.2.3",
+            "172.16.0.1",
+            "172.31.255.255",
+            "192.168.1.1",
+            "100.64.0.1",
+            "169.254.169.254",
+            "169.254.1.1",
+            "168.63.129.16",
+            "0.0.0.0",
+            "224.0.0.1",
+            "255.255.255.255",
+            "::1",
+            "::",
+            "fe80::1",
+            "fc00::1",
+            "fd00:ec2::254",
+            "ff02::1",
+            "::ffff:127.0.0.1",
+            "::ffff:10.0.0.1",
+            "::127.0.0.1",
+            "64:ff9b::a9fe:a9fe",
+            "2002:7f00:1::",
+        ] {
+            assert!(refused(ip), "{ip} should be refused");
+        }
+    }
+
+    #[test]
+    fn allows_public_addresses() {
+        for ip in
+            ["1.1.1.1", "8.8.8.8", "172.32.0.1", "100.128.0.1", "2606:4700:4700::1111", "::ffff:1.1.1.1"]
+        {
+            assert!(!refused(ip), "{ip} should be allowed");
+        }
+    }
+
+    #[test]
+    fn allow_private_allows_everything() {
+        let policy = NetworkPolicy { allow_private: true };
+        assert!(policy.check("127.0.0.1".parse().unwrap()).is_ok());
+        assert!(policy.check("169.254.169.254".parse().unwrap()).is_ok());
+    }
+}

@@ -1,0 +1,63 @@
+//! Embedded migrations from `sql/migrations`, applied in order, each in its
+//! own transaction under an advisory lock so that concurrent `postbox migrate`
+//! runs queue up instead of colliding. Each file records its own version in
+//! `postbox.schema_migrations`, so `psql -f` and `postbox migrate` agree.
+
+use tokio_postgres::Client;
+
+pub struct Migration {
+    pub version: i32,
+    pub name: &'static str,
+    pub sql: &'static str,
+}
+
+pub const MIGRATIONS: &[Migration] =
+    &[Migration { version: 1, name: "init", sql: include_str!("../sql/migrations/0001_init.sql") }];
+
+/// Key for `pg_advisory_xact_lock`: "postbox" in ASCII.
+const MIGRATION_LOCK: i64 = 0x706f_7374_626f_78;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("migration {version} ({name}) failed: {source}")]
+    Migration { version: i32, name: &'static str, source: tokio_postgres::Error },
+    #[error(transparent)]
+    Pg(#[from] tokio_postgres::Error),
+}
+
+/// Applies every migration not yet recorded; returns the versions applied.
+pub async fn migrate(client: &mut Client) -> Result<Vec<i32>, Error> {
+    let mut applied = Vec::new();
+    for migration in MIGRATIONS {
+        let tx = client.transaction().await?;
+        tx.execute("select pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK]).await?;
+        if installed_version(&tx).await? >= migration.version {
+            continue;
+        }
+        tx.batch_execute(migration.sql).await.map_err(|source| Error::Migration {
+            version: migration.version,
+            name: migration.name,
+            source,
+        })?;
+        tx.commit().await?;
+        tracing::info!(version = migration.version, name = migration.name, "migration applied");
+        applied.push(migration.version);
+    }
+    Ok(applied)
+}
+
+/// The newest version this binary knows.
+pub fn latest_version() -> i32 {
+    MIGRATIONS.last().map_or(0, |m| m.version)
+}
+
+/// The newest version installed in the database, 0 when none is.
+pub async fn installed_version(client: &impl tokio_postgres::GenericClient) -> Result<i32, Error> {
+    let table = client.query_one("select to_regclass('postbox.schema_migrations') is not null", &[]).await?;
+    if !table.get::<_, bool>(0) {
+        return Ok(0);
+    }
+    let row =
+        client.query_one("select coalesce(max(version), 0) from postbox.schema_migrations", &[]).await?;
+    Ok(row.get(0))
+}

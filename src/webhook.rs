@@ -1,0 +1,154 @@
+//! One webhook request, built from a claimed delivery: the JSON body, the
+//! Standard Webhooks headers and the endpoint's own headers.
+
+use serde::Serialize;
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::signing::{self, SigningKey};
+
+/// A delivery as claimed from the database, with what its request needs.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    pub id: Uuid,
+    pub lease_token: Uuid,
+    pub attempt_number: i32,
+    pub event_id: Uuid,
+    pub event_type: String,
+    /// `occurred_at` in RFC 3339, formatted by the database.
+    pub occurred_at: String,
+    pub payload: Value,
+    pub previous: Option<Value>,
+    pub actor: Option<Value>,
+    pub url: String,
+    /// Current secret first, then a rotated-out one that is still valid.
+    pub secrets: Vec<String>,
+    pub headers: Value,
+}
+
+/// What goes on the wire.
+#[derive(Debug, Clone)]
+pub struct WebhookRequest {
+    pub url: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    #[serde(rename = "type")]
+    event_type: &'a str,
+    timestamp: &'a str,
+    data: &'a Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    previous: Option<&'a Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    actor: Option<&'a Value>,
+}
+
+pub const USER_AGENT: &str = concat!("postbox/", env!("CARGO_PKG_VERSION"));
+
+/// Builds the request for one attempt at `timestamp` (unix seconds).
+/// `Err` explains why it cannot be sent (an unusable secret).
+pub fn build(delivery: &Claimed, timestamp: i64) -> Result<WebhookRequest, String> {
+    let body = serde_json::to_vec(&Body {
+        event_type: &delivery.event_type,
+        timestamp: &delivery.occurred_at,
+        data: &delivery.payload,
+        previous: delivery.previous.as_ref(),
+        actor: delivery.actor.as_ref(),
+    })
+    .map_err(|err| format!("cannot encode body: {err}"))?;
+
+    let keys = delivery
+        .secrets
+        .iter()
+        .map(|secret| SigningKey::from_secret(secret))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|err| format!("unusable endpoint secret: {err}"))?;
+    if keys.is_empty() {
+        return Err("endpoint has no secret".into());
+    }
+    let msg_id = delivery.event_id.to_string();
+    let signature = signing::signature_header(&keys, &msg_id, timestamp, &body);
+
+    let mut headers = vec![
+        ("content-type".to_owned(), "application/json".to_owned()),
+        ("user-agent".to_owned(), USER_AGENT.to_owned()),
+        ("webhook-id".to_owned(), msg_id),
+        ("webhook-timestamp".to_owned(), timestamp.to_string()),
+        ("webhook-signature".to_owned(), signature),
+        ("postbox-event-type".to_owned(), delivery.event_type.clone()),
+        ("postbox-delivery-id".to_owned(), delivery.id.to_string()),
+        ("postbox-attempt".to_owned(), delivery.attempt_number.to_string()),
+    ];
+    if let Value::Object(extra) = &delivery.headers {
+        for (name, value) in extra {
+            let value = value.as_str().ok_or_else(|| format!("header {name} is not a string"))?;
+            headers.push((name.to_ascii_lowercase(), value.to_owned()));
+        }
+    }
+    Ok(WebhookRequest { url: delivery.url.clone(), headers, body })
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn claimed() -> Claimed {
+        Claimed {
+            id: Uuid::nil(),
+            lease_token: Uuid::nil(),
+            attempt_number: 2,
+            event_id: Uuid::from_u128(7),
+            event_type: "post.updated".into(),
+            occurred_at: "2026-11-23T01:02:03.000004Z".into(),
+            payload: json!({"id": 1, "title": "new"}),
+            previous: Some(json!({"title": "old"})),
+            actor: None,
+            url: "https://example.com/hook".into(),
+            secrets: vec!["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into()],
+            headers: json!({"X-Team": "blue"}),
+        }
+    }
+
+    #[test]
+    fn body_has_type_timestamp_data_and_previous_but_no_absent_actor() {
+        let request = build(&claimed(), 1_700_000_000).unwrap();
+        let body: Value = serde_json::from_slice(&request.body).unwrap();
+        assert_eq!(
+            body,
+            json!({"type": "post.updated", "timestamp": "2026-11-23T01:02:03.000004Z",
+                   "data": {"id": 1, "title": "new"}, "previous": {"title": "old"}})
+        );
+    }
+
+    #[test]
+    fn headers_carry_id_timestamp_signature_and_postbox_fields() {
+        let request = build(&claimed(), 1_700_000_000).unwrap();
+        let header = |name: &str| request.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str());
+        assert_eq!(header("webhook-id"), Some("00000000-0000-0000-0000-000000000007"));
+        assert_eq!(header("webhook-timestamp"), Some("1700000000"));
+        assert_eq!(header("postbox-attempt"), Some("2"));
+        assert_eq!(header("postbox-event-type"), Some("post.updated"));
+        assert_eq!(header("x-team"), Some("blue"));
+        let key = SigningKey::from_secret(&claimed().secrets[0]).unwrap();
+        let signature = header("webhook-signature").unwrap();
+        assert!(signing::verify(
+            &key,
+            header("webhook-id").unwrap(),
+            1_700_000_000,
+            &request.body,
+            signature
+        ));
+    }
+
+    #[test]
+    fn an_unusable_secret_is_an_error_not_a_panic() {
+        let mut delivery = claimed();
+        delivery.secrets = vec!["not-a-secret".into()];
+        assert!(build(&delivery, 0).unwrap_err().contains("unusable endpoint secret"));
+    }
+}
