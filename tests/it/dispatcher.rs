@@ -1,0 +1,148 @@
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::support::TestApp;
+
+async fn endpoints_for(app: &TestApp, event: Uuid) -> Vec<Uuid> {
+    app.sql
+        .query("select endpoint_id from postbox.deliveries where event_id = $1 order by endpoint_id", &[&event])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+fn sorted(mut ids: Vec<Uuid>) -> Vec<Uuid> {
+    ids.sort();
+    ids
+}
+
+#[tokio::test]
+async fn events_fan_out_to_endpoints_by_exact_name_prefix_pattern_and_star() {
+    let app = TestApp::new().await;
+    for t in ["order.created", "order.paid", "invoice.created", "orders.created"] {
+        app.register(t).await;
+    }
+    let all = app.subscribe("https://a.example/", &["*"]).await;
+    let orders = app.subscribe("https://b.example/", &["order.*"]).await;
+    let exact = app.subscribe("https://c.example/", &["order.paid", "invoice.created"]).await;
+
+    let created = app.emit("order.created", json!({})).await;
+    let paid = app.emit("order.paid", json!({})).await;
+    let invoice = app.emit("invoice.created", json!({})).await;
+    let plural = app.emit("orders.created", json!({})).await;
+    let dispatched = app.dispatch().await;
+
+    assert_eq!(dispatched.events, 4);
+    assert_eq!(dispatched.deliveries, 8);
+    assert_eq!(endpoints_for(&app, created).await, sorted(vec![all, orders]));
+    assert_eq!(endpoints_for(&app, paid).await, sorted(vec![all, orders, exact]));
+    assert_eq!(endpoints_for(&app, invoice).await, sorted(vec![all, exact]));
+    assert_eq!(endpoints_for(&app, plural).await, vec![all], "order.* does not match orders.created");
+}
+
+#[tokio::test]
+async fn tenant_endpoints_get_only_their_tenants_events() {
+    let app = TestApp::new().await;
+    app.register("order.created").await;
+    let everyone = app.subscribe("https://a.example/", &["*"]).await;
+    let acme: Uuid = app
+        .sql
+        .query_one("select postbox.subscribe('https://acme.example/', tenant => 'acme')", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let for_acme: Uuid = app
+        .sql
+        .query_one("select postbox.emit('order.created', '{}', tenant => 'acme')", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let for_globex: Uuid = app
+        .sql
+        .query_one("select postbox.emit('order.created', '{}', tenant => 'globex')", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let untenanted = app.emit("order.created", json!({})).await;
+    app.dispatch().await;
+    assert_eq!(endpoints_for(&app, for_acme).await, sorted(vec![everyone, acme]));
+    assert_eq!(endpoints_for(&app, for_globex).await, vec![everyone]);
+    assert_eq!(endpoints_for(&app, untenanted).await, vec![everyone]);
+}
+
+#[tokio::test]
+async fn filters_select_events_whose_payload_contains_them() {
+    let app = TestApp::new().await;
+    app.register("payment.succeeded").await;
+    let big_eur: Uuid = app
+        .sql
+        .query_one(
+            "select postbox.subscribe('https://a.example/', filter => '{\"currency\": \"EUR\", \"tags\": [\"big\"]}')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let matching = app.emit("payment.succeeded", json!({"currency": "EUR", "tags": ["big", "x"], "n": 1})).await;
+    let other_currency = app.emit("payment.succeeded", json!({"currency": "USD", "tags": ["big"]})).await;
+    let missing_tag = app.emit("payment.succeeded", json!({"currency": "EUR"})).await;
+    app.dispatch().await;
+    assert_eq!(endpoints_for(&app, matching).await, vec![big_eur]);
+    assert!(endpoints_for(&app, other_currency).await.is_empty());
+    assert!(endpoints_for(&app, missing_tag).await.is_empty());
+}
+
+#[tokio::test]
+async fn disabled_endpoints_get_no_new_deliveries_and_events_are_dispatched_once() {
+    let app = TestApp::new().await;
+    app.register("a.b").await;
+    let endpoint = app.subscribe("https://a.example/", &["*"]).await;
+    app.sql.execute("update postbox.endpoints set enabled = false where id = $1", &[&endpoint]).await.unwrap();
+    let event = app.emit("a.b", json!({})).await;
+    assert_eq!(app.dispatch().await.events, 1);
+    assert!(endpoints_for(&app, event).await.is_empty());
+    assert_eq!(app.dispatch().await.events, 0, "a dispatched event is not claimed again");
+    assert_eq!(
+        app.count("select count(*) from postbox.outbox where dispatched_at is null").await,
+        0,
+        "events without subscribers are marked dispatched too"
+    );
+}
+
+#[tokio::test]
+async fn concurrent_dispatchers_share_the_outbox_without_double_deliveries() {
+    let app = TestApp::with_settings(&[("POSTBOX_RELAY__BATCH_SIZE", "50")]).await;
+    app.register("a.b").await;
+    app.subscribe("https://a.example/", &["*"]).await;
+    app.subscribe("https://b.example/", &["*"]).await;
+    app.sql
+        .batch_execute("insert into postbox.outbox (event_type, payload) select 'a.b', '{}' from generate_series(1, 1000)")
+        .await
+        .unwrap();
+
+    let app = std::sync::Arc::new(app);
+    let workers: Vec<_> = (0..4)
+        .map(|_| {
+            let app = std::sync::Arc::clone(&app);
+            tokio::spawn(async move {
+                let mut events = 0;
+                loop {
+                    let dispatched = app.dispatch().await;
+                    if dispatched.events == 0 {
+                        return events;
+                    }
+                    events += dispatched.events;
+                }
+            })
+        })
+        .collect();
+    let mut total = 0;
+    for worker in workers {
+        total += worker.await.unwrap();
+    }
+    assert_eq!(total, 1000, "every event dispatched exactly once");
+    assert_eq!(app.count("select count(*) from postbox.deliveries").await, 2000);
+    assert_eq!(app.count("select count(distinct (event_id, endpoint_id)) from postbox.deliveries").await, 2000);
+}

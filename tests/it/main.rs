@@ -1,0 +1,12 @@
+//! Integration tests against a real PostgreSQL and real HTTP receivers.
+//! Each test makes its own database (see support::db).
+
+mod cli;
+mod deliverer;
+mod dispatcher;
+mod relay;
+mod schema;
+mod sql_functions;
+mod support;
+mod triggers;
+mod wakeup;

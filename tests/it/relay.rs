@@ -1,0 +1,133 @@
+//! The real relay loop: LISTEN/NOTIFY wake-ups, polling, shutdown.
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+use crate::support::{app::test_settings, Receiver, Reply, TestApp, TestDb};
+
+/// Bounded wait until the relay's LISTEN connection is up.
+async fn wait_for_listener(app: &TestApp) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let listening = app
+            .count(&format!(
+                "select count(*) from pg_stat_activity where datname = '{}'
+                 and application_name = 'postbox-listen' and query ilike 'listen%' and state = 'idle'",
+                app.db.name
+            ))
+            .await;
+        if listening > 0 {
+            return;
+        }
+        assert!(Instant::now() < deadline, "the relay did not LISTEN within 10 s");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_committed_event_wakes_the_relay_through_notify_and_arrives() {
+    // Polling every minute: only NOTIFY can make this arrive within the receiver's 10 s.
+    let app = TestApp::new().await;
+    let mut receiver = Receiver::start().await;
+    app.register("order.created").await;
+    app.subscribe(&receiver.url("/"), &["*"]).await;
+    let settings = test_settings(&app.db.url, &[("POSTBOX_RELAY__POLL_INTERVAL", "60s")]);
+    let shutdown = CancellationToken::new();
+    let relay = tokio::spawn(postbox::run(settings, shutdown.clone()));
+    wait_for_listener(&app).await;
+
+    let committed = Instant::now();
+    let event = app.emit("order.created", json!({"id": 1})).await;
+    let request = receiver.recv().await;
+    let latency = committed.elapsed();
+    assert_eq!(request.header("webhook-id"), event.to_string());
+    println!("commit to receipt: {latency:?}");
+
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(10), relay)
+        .await
+        .expect("the relay stops within 10 s of shutdown")
+        .unwrap()
+        .expect("the relay stops cleanly");
+    let (status, attempts) = app.delivery_state(event, app_endpoint(&app).await).await;
+    assert_eq!((status.as_str(), attempts), ("succeeded", 1));
+}
+
+async fn app_endpoint(app: &TestApp) -> uuid::Uuid {
+    app.sql.query_one("select id from postbox.endpoints", &[]).await.unwrap().get(0)
+}
+
+#[tokio::test]
+async fn poll_only_mode_delivers_without_notify() {
+    let app = TestApp::new().await;
+    let mut receiver = Receiver::start().await;
+    app.register("a.b").await;
+    app.subscribe(&receiver.url("/"), &["*"]).await;
+    let settings = test_settings(&app.db.url, &[("POSTBOX_RELAY__WAKEUP", "poll")]);
+    let shutdown = CancellationToken::new();
+    let relay = tokio::spawn(postbox::run(settings, shutdown.clone()));
+
+    let event = app.emit("a.b", json!({})).await;
+    assert_eq!(receiver.recv().await.header("webhook-id"), event.to_string());
+    let notify: bool = app.sql.query_one("select notify from postbox.wakeup", &[]).await.unwrap().get(0);
+    assert!(!notify, "a poll-only relay turns NOTIFY off for apps");
+    shutdown.cancel();
+    relay.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn shutdown_lets_in_flight_requests_finish_and_records_them() {
+    let app = TestApp::new().await;
+    let mut receiver = Receiver::start().await;
+    app.register("a.b").await;
+    let endpoint = app.subscribe(&receiver.url("/"), &["*"]).await;
+    receiver.script([Reply::status(200).after(Duration::from_millis(500))]);
+    let shutdown = CancellationToken::new();
+    let relay = tokio::spawn(postbox::run(test_settings(&app.db.url, &[]), shutdown.clone()));
+
+    let event = app.emit("a.b", json!({})).await;
+    receiver.recv().await; // the request is in flight now
+    shutdown.cancel();
+    relay.await.unwrap().unwrap();
+    assert_eq!(app.delivery_state(event, endpoint).await, ("succeeded".into(), 1));
+}
+
+#[tokio::test]
+async fn shutdown_past_the_grace_period_hands_unfinished_work_back_at_once() {
+    let app = TestApp::new().await;
+    let mut receiver = Receiver::start().await;
+    app.register("a.b").await;
+    let endpoint = app.subscribe(&receiver.url("/"), &["*"]).await;
+    receiver.script([Reply::status(200).after(Duration::from_secs(30))]);
+    let settings = test_settings(
+        &app.db.url,
+        &[("POSTBOX_RELAY__SHUTDOWN_GRACE", "100ms"), ("POSTBOX_DELIVERY__TIMEOUT", "40s"), ("POSTBOX_RELAY__LEASE", "60s")],
+    );
+    let shutdown = CancellationToken::new();
+    let relay = tokio::spawn(postbox::run(settings, shutdown.clone()));
+
+    let event = app.emit("a.b", json!({})).await;
+    receiver.recv().await;
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(10), relay).await.expect("stops after the grace period").unwrap().unwrap();
+
+    assert_eq!(app.delivery_state(event, endpoint).await, ("pending".into(), 0));
+    let due_now: bool = app
+        .sql
+        .query_one("select next_attempt_at <= now() and lease_token is null from postbox.deliveries", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(due_now, "released for another relay instead of waiting out the 60 s lease");
+}
+
+#[tokio::test]
+async fn the_relay_waits_for_the_schema_and_stops_on_shutdown_meanwhile() {
+    let db = TestDb::empty().await;
+    let shutdown = CancellationToken::new();
+    let relay = tokio::spawn(postbox::run(test_settings(&db.url, &[]), shutdown.clone()));
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(10), relay).await.expect("stops while waiting").unwrap().unwrap();
+}
