@@ -25,7 +25,10 @@ async fn a_delivery_is_signed_and_shaped_as_the_spec_says() {
     app.register("payment.succeeded").await;
     let endpoint = app.subscribe(&receiver.url("/hooks"), &["payment.*"]).await;
     app.sql
-        .execute("update postbox.endpoints set headers = '{\"X-Team\": \"billing\"}' where id = $1", &[&endpoint])
+        .execute(
+            "update postbox.endpoints set headers = '{\"X-Team\": \"billing\"}' where id = $1",
+            &[&endpoint],
+        )
         .await
         .unwrap();
     let event: Uuid = app
@@ -64,8 +67,12 @@ async fn a_delivery_is_signed_and_shaped_as_the_spec_says() {
     assert!(timestamp >= before && timestamp <= before + 5, "timestamp is the time of the attempt");
 
     let secret = app.secret(endpoint).await;
-    let expected =
-        expected_signature(&secret, request.header("webhook-id"), request.header("webhook-timestamp"), &request.body);
+    let expected = expected_signature(
+        &secret,
+        request.header("webhook-id"),
+        request.header("webhook-timestamp"),
+        &request.body,
+    );
     assert_eq!(request.header("webhook-signature"), expected);
 
     let body = request.json();
@@ -130,7 +137,10 @@ async fn failures_are_retried_until_success_and_every_attempt_is_recorded() {
         "the webhook-id is the same on every attempt"
     );
     assert_eq!(app.delivery_state(event, endpoint).await, ("succeeded".into(), 3));
-    assert_eq!(app.attempts(event, endpoint).await, [(Some(500), None), (Some(500), None), (Some(200), None)]);
+    assert_eq!(
+        app.attempts(event, endpoint).await,
+        [(Some(500), None), (Some(500), None), (Some(200), None)]
+    );
     let body: String = app
         .sql
         .query_one("select response_body from postbox.attempts where attempt_number = 1", &[])
@@ -154,8 +164,12 @@ async fn an_exhausted_schedule_fails_the_delivery() {
     assert_eq!(app.deliver().await, 0, "no third attempt with a two-entry schedule");
     assert_eq!(app.delivery_state(event, endpoint).await, ("failed".into(), 2));
     assert_eq!(app.attempts(event, endpoint).await, [(Some(500), None), (Some(502), None)]);
-    let finished: bool =
-        app.sql.query_one("select next_attempt_at is null from postbox.deliveries", &[]).await.unwrap().get(0);
+    let finished: bool = app
+        .sql
+        .query_one("select next_attempt_at is null from postbox.deliveries", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert!(finished, "a failed delivery has no next attempt");
 }
 
@@ -286,7 +300,11 @@ async fn connection_errors_timeouts_redirects_and_big_bodies_are_recorded_as_fai
     assert!(message.contains("timeout after 500ms"), "{message}");
     let message = error_of(app.attempts(event, garbled).await);
     assert!(!message.is_empty(), "garbage is an error");
-    assert_eq!(app.attempts(event, redirects).await, [(Some(301), None)], "a 3xx is a response, not followed");
+    assert_eq!(
+        app.attempts(event, redirects).await,
+        [(Some(301), None)],
+        "a 3xx is a response, not followed"
+    );
     assert_eq!(app.delivery_state(event, redirects).await.0, "failed");
     for endpoint in [refused, hangs, garbled] {
         assert_eq!(app.delivery_state(event, endpoint).await, ("failed".into(), 1));
@@ -322,7 +340,11 @@ async fn a_result_written_after_the_lease_moved_on_changes_nothing() {
     let record = app.deliverer.attempt(claimed.into_iter().next().unwrap()).await;
     assert_eq!(app.deliverer.record(&[record]).await.unwrap(), 0);
     assert_eq!(app.count("select count(*) from postbox.attempts").await, 0);
-    assert_eq!(app.count("select count(*) from postbox.deliveries where status = 'pending' and attempt_count = 0").await, 1);
+    assert_eq!(
+        app.count("select count(*) from postbox.deliveries where status = 'pending' and attempt_count = 0")
+            .await,
+        1
+    );
 }
 
 #[tokio::test]
@@ -334,7 +356,10 @@ async fn a_claimed_delivery_is_not_claimed_again_until_its_lease_expires() {
     app.dispatch().await;
     assert_eq!(app.deliverer.claim(10).await.unwrap().len(), 1);
     assert!(app.deliverer.claim(10).await.unwrap().is_empty(), "held by the first claim");
-    app.sql.batch_execute("update postbox.deliveries set next_attempt_at = now() - interval '1 s'").await.unwrap();
+    app.sql
+        .batch_execute("update postbox.deliveries set next_attempt_at = now() - interval '1 s'")
+        .await
+        .unwrap();
     let reclaimed = app.deliverer.claim(10).await.unwrap();
     assert_eq!(reclaimed.len(), 1, "an expired lease is claimed again");
     assert_eq!(reclaimed[0].attempt_number, 1, "no attempt was recorded, so it is still attempt 1");
@@ -348,7 +373,10 @@ async fn deliveries_of_disabled_endpoints_wait_until_re_enabled() {
     let endpoint = app.subscribe(&receiver.url("/"), &["*"]).await;
     app.emit("a.b", json!({})).await;
     app.dispatch().await;
-    app.sql.execute("update postbox.endpoints set enabled = false where id = $1", &[&endpoint]).await.unwrap();
+    app.sql
+        .execute("update postbox.endpoints set enabled = false where id = $1", &[&endpoint])
+        .await
+        .unwrap();
     assert_eq!(app.deliver().await, 0);
     app.sql.execute("update postbox.endpoints set enabled = true where id = $1", &[&endpoint]).await.unwrap();
     assert_eq!(app.deliver().await, 1);

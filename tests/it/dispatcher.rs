@@ -5,7 +5,10 @@ use crate::support::TestApp;
 
 async fn endpoints_for(app: &TestApp, event: Uuid) -> Vec<Uuid> {
     app.sql
-        .query("select endpoint_id from postbox.deliveries where event_id = $1 order by endpoint_id", &[&event])
+        .query(
+            "select endpoint_id from postbox.deliveries where event_id = $1 order by endpoint_id",
+            &[&event],
+        )
         .await
         .unwrap()
         .iter()
@@ -85,7 +88,8 @@ async fn filters_select_events_whose_payload_contains_them() {
         .await
         .unwrap()
         .get(0);
-    let matching = app.emit("payment.succeeded", json!({"currency": "EUR", "tags": ["big", "x"], "n": 1})).await;
+    let matching =
+        app.emit("payment.succeeded", json!({"currency": "EUR", "tags": ["big", "x"], "n": 1})).await;
     let other_currency = app.emit("payment.succeeded", json!({"currency": "USD", "tags": ["big"]})).await;
     let missing_tag = app.emit("payment.succeeded", json!({"currency": "EUR"})).await;
     app.dispatch().await;
@@ -99,7 +103,10 @@ async fn disabled_endpoints_get_no_new_deliveries_and_events_are_dispatched_once
     let app = TestApp::new().await;
     app.register("a.b").await;
     let endpoint = app.subscribe("https://a.example/", &["*"]).await;
-    app.sql.execute("update postbox.endpoints set enabled = false where id = $1", &[&endpoint]).await.unwrap();
+    app.sql
+        .execute("update postbox.endpoints set enabled = false where id = $1", &[&endpoint])
+        .await
+        .unwrap();
     let event = app.emit("a.b", json!({})).await;
     assert_eq!(app.dispatch().await.events, 1);
     assert!(endpoints_for(&app, event).await.is_empty());
@@ -144,5 +151,8 @@ async fn concurrent_dispatchers_share_the_outbox_without_double_deliveries() {
     }
     assert_eq!(total, 1000, "every event dispatched exactly once");
     assert_eq!(app.count("select count(*) from postbox.deliveries").await, 2000);
-    assert_eq!(app.count("select count(distinct (event_id, endpoint_id)) from postbox.deliveries").await, 2000);
+    assert_eq!(
+        app.count("select count(distinct (event_id, endpoint_id)) from postbox.deliveries").await,
+        2000
+    );
 }

@@ -103,7 +103,11 @@ async fn shutdown_past_the_grace_period_hands_unfinished_work_back_at_once() {
     receiver.script([Reply::status(200).after(Duration::from_secs(30))]);
     let settings = test_settings(
         &app.db.url,
-        &[("POSTBOX_RELAY__SHUTDOWN_GRACE", "100ms"), ("POSTBOX_DELIVERY__TIMEOUT", "40s"), ("POSTBOX_RELAY__LEASE", "60s")],
+        &[
+            ("POSTBOX_RELAY__SHUTDOWN_GRACE", "100ms"),
+            ("POSTBOX_DELIVERY__TIMEOUT", "40s"),
+            ("POSTBOX_RELAY__LEASE", "60s"),
+        ],
     );
     let shutdown = CancellationToken::new();
     let relay = tokio::spawn(postbox::run(settings, shutdown.clone()));
@@ -111,7 +115,11 @@ async fn shutdown_past_the_grace_period_hands_unfinished_work_back_at_once() {
     let event = app.emit("a.b", json!({})).await;
     receiver.recv().await;
     shutdown.cancel();
-    tokio::time::timeout(Duration::from_secs(10), relay).await.expect("stops after the grace period").unwrap().unwrap();
+    tokio::time::timeout(Duration::from_secs(10), relay)
+        .await
+        .expect("stops after the grace period")
+        .unwrap()
+        .unwrap();
 
     assert_eq!(app.delivery_state(event, endpoint).await, ("pending".into(), 0));
     let due_now: bool = app
@@ -129,5 +137,9 @@ async fn the_relay_waits_for_the_schema_and_stops_on_shutdown_meanwhile() {
     let shutdown = CancellationToken::new();
     let relay = tokio::spawn(postbox::run(test_settings(&db.url, &[]), shutdown.clone()));
     shutdown.cancel();
-    tokio::time::timeout(Duration::from_secs(10), relay).await.expect("stops while waiting").unwrap().unwrap();
+    tokio::time::timeout(Duration::from_secs(10), relay)
+        .await
+        .expect("stops while waiting")
+        .unwrap()
+        .unwrap();
 }

@@ -53,10 +53,16 @@ async fn a_plain_insert_gets_a_fresh_event_id_and_keeps_a_given_one() {
         )
         .await
         .unwrap();
-    app.sql.batch_execute("insert into postbox.outbox (event_type, payload) values ('order.created', '{}')").await.unwrap();
+    app.sql
+        .batch_execute("insert into postbox.outbox (event_type, payload) values ('order.created', '{}')")
+        .await
+        .unwrap();
     let ids: i64 = app.count("select count(distinct event_id) from postbox.outbox").await;
     assert_eq!(ids, 2);
-    assert_eq!(app.count(&format!("select count(*) from postbox.outbox where event_id = '{given}'")).await, 1);
+    assert_eq!(
+        app.count(&format!("select count(*) from postbox.outbox where event_id = '{given}'")).await,
+        1
+    );
 }
 
 #[tokio::test]
@@ -87,7 +93,10 @@ async fn payloads_and_actors_must_be_json_objects() {
 #[tokio::test]
 async fn register_event_type_is_idempotent_and_keeps_or_updates_the_description() {
     let app = TestApp::new().await;
-    app.sql.batch_execute("select postbox.register_event_type('invoice.paid', 'An invoice was paid')").await.unwrap();
+    app.sql
+        .batch_execute("select postbox.register_event_type('invoice.paid', 'An invoice was paid')")
+        .await
+        .unwrap();
     app.sql.batch_execute("select postbox.register_event_type('invoice.paid')").await.unwrap();
     let description: Option<String> = app
         .sql
@@ -96,7 +105,10 @@ async fn register_event_type_is_idempotent_and_keeps_or_updates_the_description(
         .unwrap()
         .get(0);
     assert_eq!(description.as_deref(), Some("An invoice was paid"));
-    app.sql.batch_execute("select postbox.register_event_type('invoice.paid', 'Paid in full')").await.unwrap();
+    app.sql
+        .batch_execute("select postbox.register_event_type('invoice.paid', 'Paid in full')")
+        .await
+        .unwrap();
     assert_eq!(
         app.count("select count(*) from postbox.event_types where name = 'invoice.paid' and description = 'Paid in full'")
             .await,
@@ -149,7 +161,8 @@ async fn subscribe_accepts_a_given_secret_and_rejects_an_unusable_one() {
         ("whsec_!!!", "base64"),
     ] {
         let message =
-            sql_error(&app, &format!("select postbox.subscribe('https://example.com', secret => '{bad}')")).await;
+            sql_error(&app, &format!("select postbox.subscribe('https://example.com', secret => '{bad}')"))
+                .await;
         assert!(message.contains(expected), "{bad}: {message}");
     }
 }
@@ -171,8 +184,13 @@ async fn subscribe_rejects_bad_urls_with_a_message_naming_them() {
         assert!(message.contains(&format!("'{url}'")), "message names the URL: {message}");
         assert!(message.contains(expected), "{url}: {message}");
     }
-    for url in ["http://localhost:8080/hook", "https://[::1]/x?y=1#z", "https://api.example.com/v1/hooks?team=a%20b"] {
-        app.sql.execute("select postbox.subscribe($1)", &[&url]).await.unwrap_or_else(|e| panic!("{url}: {e}"));
+    for url in
+        ["http://localhost:8080/hook", "https://[::1]/x?y=1#z", "https://api.example.com/v1/hooks?team=a%20b"]
+    {
+        app.sql
+            .execute("select postbox.subscribe($1)", &[&url])
+            .await
+            .unwrap_or_else(|e| panic!("{url}: {e}"));
     }
     assert_eq!(app.count("select count(*) from postbox.endpoints").await, 3);
 }
@@ -196,7 +214,10 @@ async fn subscribe_checks_event_types_filter_and_headers() {
     .await;
     assert!(message.contains("'webhook-id' is set by postbox"), "{message}");
     // patterns need no registered type
-    app.sql.batch_execute("select postbox.subscribe('https://example.com', '{order.created,invoice.*}')").await.unwrap();
+    app.sql
+        .batch_execute("select postbox.subscribe('https://example.com', '{order.created,invoice.*}')")
+        .await
+        .unwrap();
 }
 
 #[tokio::test]

@@ -35,7 +35,9 @@ async fn tracked_posts() -> TestApp {
 async fn track_registers_event_types_for_its_subject() {
     let app = TestApp::new().await;
     app.sql
-        .batch_execute("create table users (id int primary key); select postbox.track('users', subject => 'user');")
+        .batch_execute(
+            "create table users (id int primary key); select postbox.track('users', subject => 'user');",
+        )
         .await
         .unwrap();
     let names: Vec<String> = app
@@ -120,7 +122,9 @@ async fn actor_comes_from_set_local_postbox_actor() {
 
     let err = app
         .sql
-        .batch_execute("begin; set local postbox.actor = 'not json'; insert into posts values (3, 'e', 'f', 'h', 'x');")
+        .batch_execute(
+            "begin; set local postbox.actor = 'not json'; insert into posts values (3, 'e', 'f', 'h', 'x');",
+        )
         .await
         .unwrap_err();
     assert!(err.as_db_error().unwrap().message().contains("postbox.actor must be JSON"), "{err}");

@@ -60,7 +60,10 @@ async fn inserts_skip_notify_while_a_relay_is_busy_and_in_poll_only_mode() {
     app.sql.batch_execute("select postbox.emit('a.b', '{}')").await.unwrap();
     assert!(received(&listener, &mut rx).await.is_empty(), "a busy relay needs no wake-up");
 
-    app.sql.batch_execute("update postbox.wakeup set busy_until = '-infinity', notify = false").await.unwrap();
+    app.sql
+        .batch_execute("update postbox.wakeup set busy_until = '-infinity', notify = false")
+        .await
+        .unwrap();
     app.sql.batch_execute("select postbox.emit('a.b', '{}')").await.unwrap();
     assert!(received(&listener, &mut rx).await.is_empty(), "poll-only mode never notifies");
 
@@ -74,7 +77,9 @@ async fn a_dispatcher_draining_a_backlog_marks_itself_busy_and_clears_the_mark_w
     let app = TestApp::with_settings(&[("POSTBOX_RELAY__BATCH_SIZE", "10")]).await;
     app.register("a.b").await;
     app.sql
-        .batch_execute("insert into postbox.outbox (event_type, payload) select 'a.b', '{}' from generate_series(1, 25)")
+        .batch_execute(
+            "insert into postbox.outbox (event_type, payload) select 'a.b', '{}' from generate_series(1, 25)",
+        )
         .await
         .unwrap();
     let shutdown = tokio_util::sync::CancellationToken::new();

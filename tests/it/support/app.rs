@@ -71,16 +71,17 @@ impl TestApp {
     }
 
     pub async fn emit(&self, event_type: &str, payload: Value) -> Uuid {
-        let row = self
-            .sql
-            .query_one("select postbox.emit($1, $2)", &[&event_type, &payload])
-            .await
-            .expect("emit");
+        let row =
+            self.sql.query_one("select postbox.emit($1, $2)", &[&event_type, &payload]).await.expect("emit");
         row.get(0)
     }
 
     pub async fn secret(&self, endpoint: Uuid) -> String {
-        self.sql.query_one("select secret from postbox.endpoints where id = $1", &[&endpoint]).await.unwrap().get(0)
+        self.sql
+            .query_one("select secret from postbox.endpoints where id = $1", &[&endpoint])
+            .await
+            .unwrap()
+            .get(0)
     }
 
     /// (status, attempt_count) of the delivery of `event` to `endpoint`.

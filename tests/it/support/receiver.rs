@@ -84,9 +84,8 @@ impl Receiver {
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = mpsc::unbounded_channel();
         let script = Arc::new(Mutex::new(VecDeque::new()));
-        let app = Router::new()
-            .fallback(handle)
-            .with_state(Shared { script: Arc::clone(&script), requests: tx });
+        let app =
+            Router::new().fallback(handle).with_state(Shared { script: Arc::clone(&script), requests: tx });
         tokio::spawn(async move { axum::serve(listener, app).await });
         Self { addr, script, requests: rx }
     }
@@ -114,7 +113,12 @@ impl Receiver {
     }
 }
 
-async fn handle(State(shared): State<Shared>, uri: axum::http::Uri, headers: HeaderMap, body: Bytes) -> Response {
+async fn handle(
+    State(shared): State<Shared>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let reply = shared.script.lock().unwrap().pop_front().unwrap_or_else(|| Reply::status(200));
     let _ = shared.requests.send(Received { path: uri.path().to_owned(), headers, body });
     tokio::time::sleep(reply.delay).await;
