@@ -15,7 +15,7 @@ pub const MIGRATIONS: &[Migration] =
     &[Migration { version: 1, name: "init", sql: include_str!("../sql/migrations/0001_init.sql") }];
 
 /// Key for `pg_advisory_xact_lock`: "postbox" in ASCII.
-const MIGRATION_LOCK: i64 = 0x706f_7374_626f_78;
+const MIGRATION_LOCK: i64 = 0x0070_6f73_7462_6f78;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
