@@ -76,6 +76,9 @@ pub struct DeliverySettings {
     pub max_retry_after: Duration,
     #[serde(deserialize_with = "byte_size")]
     pub max_response_body: usize,
+    pub endpoint_concurrency: usize,
+    #[serde(deserialize_with = "duration")]
+    pub disable_endpoint_after: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -179,6 +182,9 @@ impl Settings {
         if self.delivery.retry_schedule.is_empty() {
             return invalid("delivery.retry_schedule", "needs at least one entry".into());
         }
+        if self.delivery.endpoint_concurrency == 0 {
+            return invalid("delivery.endpoint_concurrency", "must be at least 1".into());
+        }
         if !(0.0..1.0).contains(&self.delivery.retry_jitter) {
             return invalid("delivery.retry_jitter", "must be at least 0 and below 1".into());
         }
@@ -221,6 +227,8 @@ impl Settings {
             ("delivery.retry_jitter", self.delivery.retry_jitter.into()),
             ("delivery.max_retry_after", d(self.delivery.max_retry_after)),
             ("delivery.max_response_body", format_byte_size(self.delivery.max_response_body).into()),
+            ("delivery.endpoint_concurrency", self.delivery.endpoint_concurrency.into()),
+            ("delivery.disable_endpoint_after", d(self.delivery.disable_endpoint_after)),
             ("network.allow_private", self.network.allow_private.into()),
             ("admin.listen", self.admin.listen.to_string().into()),
             ("admin.token", self.admin.token.as_ref().map(|_| "***").into()),

@@ -35,6 +35,10 @@ pub struct DelivererConfig {
     pub poll_interval: Duration,
     pub lease: Duration,
     pub shutdown_grace: Duration,
+    /// Requests in flight to one endpoint from this relay.
+    pub endpoint_concurrency: usize,
+    /// Disable an endpoint after failing this long (zero: never).
+    pub disable_endpoint_after: Duration,
     pub retry: RetryPolicy,
 }
 
@@ -43,6 +47,7 @@ pub struct DelivererConfig {
 pub struct AttemptRecord {
     pub delivery_id: Uuid,
     pub lease_token: Uuid,
+    pub endpoint_id: Uuid,
     pub attempt_number: i32,
     pub started_at: SystemTime,
     pub duration: Duration,
@@ -58,9 +63,23 @@ pub struct Deliverer {
     pool: Pool,
     sender: Sender,
     config: DelivererConfig,
-    /// Claimed but not yet recorded: delivery id -> claim token. Whatever is
-    /// left here at shutdown is handed back at once instead of waiting out its lease.
-    in_flight: Mutex<HashMap<Uuid, Uuid>>,
+    /// Claimed but not yet recorded. Whatever is left here at shutdown is
+    /// handed back at once instead of waiting out its lease.
+    in_flight: Mutex<HashMap<Uuid, InFlight>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct InFlight {
+    lease_token: Uuid,
+    endpoint_id: Uuid,
+}
+
+/// What one batch write did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Recorded {
+    pub attempts: usize,
+    /// Endpoints this batch disabled, with the reason.
+    pub disabled: Vec<(Uuid, String)>,
 }
 
 impl Deliverer {
@@ -70,17 +89,23 @@ impl Deliverer {
 
     /// Claims up to `limit` due deliveries in one short statement.
     pub async fn claim(&self, limit: usize) -> Result<Vec<Claimed>> {
+        let (busy, free) = self.endpoint_slots();
+        let cap = self.config.endpoint_concurrency.min(i32::MAX as usize) as i32;
         let client = self.pool.get().await?;
         let statement = client.prepare_cached(sql::DELIVERY_CLAIM_DUE).await?;
         let lease_token = Uuid::new_v4();
         let rows = client
-            .query(&statement, &[&(limit as i64), &self.config.lease.as_secs_f64(), &lease_token])
+            .query(
+                &statement,
+                &[&(limit as i64), &self.config.lease.as_secs_f64(), &lease_token, &busy, &free, &cap],
+            )
             .await?;
         let claimed: Vec<Claimed> = rows
             .iter()
             .map(|row| Claimed {
                 id: row.get("id"),
                 lease_token,
+                endpoint_id: row.get("endpoint_id"),
                 attempt_number: row.get("attempt_number"),
                 event_id: row.get("event_id"),
                 event_type: row.get("event_type"),
@@ -94,8 +119,29 @@ impl Deliverer {
             })
             .collect();
         let mut in_flight = self.in_flight.lock().expect("in-flight lock is never poisoned");
-        in_flight.extend(claimed.iter().map(|c| (c.id, c.lease_token)));
+        in_flight.extend(
+            claimed
+                .iter()
+                .map(|c| (c.id, InFlight { lease_token: c.lease_token, endpoint_id: c.endpoint_id })),
+        );
         Ok(claimed)
+    }
+
+    /// Endpoints with requests in flight from this relay, and their free slots.
+    fn endpoint_slots(&self) -> (Vec<Uuid>, Vec<i32>) {
+        let mut counts: HashMap<Uuid, usize> = HashMap::new();
+        for entry in self.in_flight.lock().expect("in-flight lock is never poisoned").values() {
+            *counts.entry(entry.endpoint_id).or_default() += 1;
+        }
+        counts
+            .into_iter()
+            .map(|(endpoint, used)| {
+                (
+                    endpoint,
+                    self.config.endpoint_concurrency.saturating_sub(used).min(i32::MAX as usize) as i32,
+                )
+            })
+            .unzip()
     }
 
     /// Makes one attempt and decides what follows. Never fails: whatever goes
@@ -118,6 +164,7 @@ impl Deliverer {
         let record = |decision, status, headers, body, error| AttemptRecord {
             delivery_id: delivery.id,
             lease_token: delivery.lease_token,
+            endpoint_id: delivery.endpoint_id,
             attempt_number: delivery.attempt_number,
             started_at,
             duration,
@@ -141,6 +188,7 @@ impl Deliverer {
                         warn!(status, retry_in = ?after, "delivery failed")
                     }
                     Decision::Failed => warn!(status, "delivery failed for the last time"),
+                    Decision::Gone => warn!(status, "receiver is gone; disabling the endpoint"),
                 }
                 let headers =
                     headers_json(headers.iter().map(|(n, v)| (n.as_str(), v.to_str().unwrap_or("<binary>"))));
@@ -154,11 +202,11 @@ impl Deliverer {
         }
     }
 
-    /// Writes a batch of attempts in one round trip; returns how many were
-    /// recorded (an attempt whose claim token is stale is dropped).
-    pub async fn record(&self, records: &[AttemptRecord]) -> Result<usize> {
+    /// Writes a batch of attempts in one round trip, with the endpoints'
+    /// health. An attempt whose claim token is stale is dropped.
+    pub async fn record(&self, records: &[AttemptRecord]) -> Result<Recorded> {
         if records.is_empty() {
-            return Ok(0);
+            return Ok(Recorded::default());
         }
         let ids: Vec<Uuid> = records.iter().map(|r| r.delivery_id).collect();
         let tokens: Vec<Uuid> = records.iter().map(|r| r.lease_token).collect();
@@ -183,11 +231,13 @@ impl Deliverer {
                 _ => 0.0,
             })
             .collect();
+        let gone: Vec<bool> = records.iter().map(|r| r.decision == Decision::Gone).collect();
+        let disable_after = self.config.disable_endpoint_after.as_secs_f64();
 
         let client = self.pool.get().await?;
         let statement = client.prepare_cached(sql::DELIVERY_RECORD_ATTEMPTS).await?;
-        let recorded = client
-            .query(
+        let row = client
+            .query_one(
                 &statement,
                 &[
                     &ids,
@@ -202,17 +252,27 @@ impl Deliverer {
                     &errors,
                     &next_status,
                     &retry_in,
+                    &gone,
+                    &disable_after,
                 ],
             )
-            .await?
-            .len();
-        if recorded < records.len() {
+            .await?;
+        let attempts = row.get::<_, i64>("recorded") as usize;
+        if attempts < records.len() {
             warn!(
-                stale = records.len() - recorded,
+                stale = records.len() - attempts,
                 "attempts arrived after their lease ran out; not recorded"
             );
         }
-        Ok(recorded)
+        let disabled: Vec<(Uuid, String)> = row
+            .get::<_, Vec<Uuid>>("disabled")
+            .into_iter()
+            .zip(row.get::<_, Vec<String>>("reasons"))
+            .collect();
+        for (endpoint, reason) in &disabled {
+            warn!(endpoint.id = %endpoint, %reason, "endpoint disabled");
+        }
+        Ok(Recorded { attempts, disabled })
     }
 
     /// One step without the loop: claims a batch, attempts every delivery in
@@ -237,6 +297,7 @@ impl Deliverer {
         let (ids, tokens): (Vec<Uuid>, Vec<Uuid>) =
             std::mem::take(&mut *self.in_flight.lock().expect("in-flight lock is never poisoned"))
                 .into_iter()
+                .map(|(id, entry)| (id, entry.lease_token))
                 .unzip();
         if ids.is_empty() {
             return Ok(0);

@@ -61,6 +61,8 @@ impl Settings {
             poll_interval: self.relay.poll_interval,
             lease: self.relay.lease,
             shutdown_grace: self.relay.shutdown_grace,
+            endpoint_concurrency: self.delivery.endpoint_concurrency,
+            disable_endpoint_after: self.delivery.disable_endpoint_after,
             retry: self.retry_policy(),
         }
     }

@@ -15,8 +15,12 @@ pub struct RetryPolicy {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Decision {
     Succeeded,
-    Retry { after: Duration },
+    Retry {
+        after: Duration,
+    },
     Failed,
+    /// The receiver answered 410 Gone: stop sending to this endpoint.
+    Gone,
 }
 
 impl Decision {
@@ -24,7 +28,7 @@ impl Decision {
         match self {
             Decision::Succeeded => "succeeded",
             Decision::Retry { .. } => "pending",
-            Decision::Failed => "failed",
+            Decision::Failed | Decision::Gone => "failed",
         }
     }
 }
@@ -56,6 +60,9 @@ impl RetryPolicy {
     ) -> Decision {
         if matches!(status, Some(200..=299)) {
             return Decision::Succeeded;
+        }
+        if status == Some(410) {
+            return Decision::Gone;
         }
         let Some(base) = self.schedule.get(attempt_number as usize) else {
             return Decision::Failed;
@@ -104,6 +111,12 @@ mod tests {
         assert_eq!(p.decide_with(2, None, None, 0.0), Decision::Retry { after: Duration::from_secs(300) });
         assert_eq!(p.decide_with(3, Some(500), None, 0.0), Decision::Failed);
         assert_eq!(p.decide_with(1, Some(301), None, 0.0), Decision::Retry { after: Duration::from_secs(5) });
+    }
+
+    #[test]
+    fn gone_stops_at_once() {
+        assert_eq!(policy().decide(1, Some(410), None), Decision::Gone);
+        assert_eq!(Decision::Gone.status(), "failed");
     }
 
     #[test]

@@ -12,6 +12,7 @@ use crate::signing::{self, SigningKey};
 pub struct Claimed {
     pub id: Uuid,
     pub lease_token: Uuid,
+    pub endpoint_id: Uuid,
     pub attempt_number: i32,
     pub event_id: Uuid,
     pub event_type: String,
@@ -101,6 +102,7 @@ mod tests {
         Claimed {
             id: Uuid::nil(),
             lease_token: Uuid::nil(),
+            endpoint_id: Uuid::nil(),
             attempt_number: 2,
             event_id: Uuid::from_u128(7),
             event_type: "post.updated".into(),

@@ -161,6 +161,8 @@ create table postbox.endpoints (
     headers                     jsonb not null default '{}',
     enabled                     boolean not null default true,
     disabled_reason             text,
+    -- start of the current run of failed attempts; NULL while healthy
+    failing_since               timestamptz,
     description                 text,
     created_at                  timestamptz not null default now(),
     updated_at                  timestamptz not null default now()
@@ -288,24 +290,39 @@ begin
 end;
 $$;
 
+-- Checks what an insert sets or an update changes, so that the relay's own
+-- health updates never trip over a check.
 create function postbox.endpoints_validate() returns trigger
 language plpgsql
 set search_path = pg_catalog, pg_temp
 as $$
+declare
+    inserting boolean := tg_op = 'INSERT';
 begin
-    perform postbox.check_endpoint_url(new.url);
-    perform postbox.check_endpoint_secret(new.secret);
-    if new.previous_secret is not null then
+    if inserting or new.url is distinct from old.url then
+        perform postbox.check_endpoint_url(new.url);
+    end if;
+    if inserting or new.secret is distinct from old.secret then
+        perform postbox.check_endpoint_secret(new.secret);
+    end if;
+    if new.previous_secret is not null and (inserting or new.previous_secret is distinct from old.previous_secret) then
         perform postbox.check_endpoint_secret(new.previous_secret);
     end if;
-    perform postbox.check_event_type_patterns(new.event_types);
-    perform postbox.check_endpoint_headers(new.headers);
+    if inserting or new.event_types is distinct from old.event_types then
+        perform postbox.check_event_type_patterns(new.event_types);
+    end if;
+    if inserting or new.headers is distinct from old.headers then
+        perform postbox.check_endpoint_headers(new.headers);
+    end if;
     if new.filter is not null and jsonb_typeof(new.filter) <> 'object' then
         raise exception 'endpoint filter must be a JSON object (events match when payload @> filter)'
             using errcode = 'invalid_parameter_value';
     end if;
-    if tg_op = 'UPDATE' then
+    if not inserting then
         new.updated_at := now();
+        if new.enabled and not old.enabled then
+            new.failing_since := null; -- a re-enabled endpoint starts a fresh failure window
+        end if;
     end if;
     if new.enabled then
         new.disabled_reason := null;

@@ -1,14 +1,39 @@
 -- Claims up to $1 due deliveries of enabled endpoints: pushes next_attempt_at
 -- out by the lease ($2 seconds) and stamps claim token $3, then returns what
--- the request needs. Index: deliveries_due_idx.
-with due as (
-    select d.id
+-- the request needs. Per endpoint it claims at most the free slots this relay
+-- has for it ($4 endpoint ids with $5 free slots; $6 for any other endpoint),
+-- so one slow receiver cannot take every slot. Index: deliveries_due_idx.
+with busy as (
+    select * from unnest($4::uuid[], $5::int[]) as b(endpoint_id, free)
+),
+candidate as (
+    select d.id, d.endpoint_id, d.next_attempt_at
     from postbox.deliveries d
     where d.status = 'pending'
       and d.next_attempt_at <= now()
       and exists (select 1 from postbox.endpoints e where e.id = d.endpoint_id and e.enabled)
+      and not exists (select 1 from busy b where b.endpoint_id = d.endpoint_id and b.free <= 0)
     order by d.next_attempt_at
-    limit $1
+    limit $1::int8 * 4
+),
+within_cap as (
+    select ranked.id
+    from (
+        select c.id, c.endpoint_id,
+               row_number() over (partition by c.endpoint_id order by c.next_attempt_at) as rank
+        from candidate c
+    ) ranked
+    left join busy b on b.endpoint_id = ranked.endpoint_id
+    where ranked.rank <= coalesce(b.free, $6::int)
+),
+due as (
+    select d.id
+    from postbox.deliveries d
+    join within_cap w on w.id = d.id
+    where d.status = 'pending'
+      and d.next_attempt_at <= now()
+    order by d.next_attempt_at
+    limit $1::int8
     for no key update of d skip locked
 )
 update postbox.deliveries d
@@ -19,6 +44,7 @@ where d.id = due.id
   and o.event_id = d.event_id
   and e.id = d.endpoint_id
 returning d.id,
+          d.endpoint_id,
           d.attempt_count + 1 as attempt_number,
           o.event_id,
           o.event_type,

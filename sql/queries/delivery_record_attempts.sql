@@ -1,13 +1,17 @@
 -- Records a batch of finished attempts (parallel arrays, one element per
 -- attempt) and moves each delivery to its next state, but only where the claim
 -- token still matches: a relay whose lease ran out changes nothing.
--- Returns one row per recorded attempt. Index: deliveries_pkey.
+-- Then updates endpoint health, writing only on a change: a success clears
+-- failing_since, a first failure sets it, and an endpoint is disabled when a
+-- receiver answers 410 Gone ($13) or every attempt has failed for longer than
+-- $14 seconds (0 = never). Returns the number of attempts recorded and the
+-- endpoints disabled with their reasons. Index: deliveries_pkey, endpoints_pkey.
 with result as (
     select *
     from unnest($1::uuid[], $2::uuid[], $3::int[], $4::float8[], $5::int[], $6::text[],
-                $7::int[], $8::text[], $9::text[], $10::text[], $11::text[], $12::float8[])
+                $7::int[], $8::text[], $9::text[], $10::text[], $11::text[], $12::float8[], $13::bool[])
          as r(delivery_id, lease_token, attempt_number, started_at, duration_ms, request_headers,
-              response_status, response_headers, response_body, error, status, retry_in)
+              response_status, response_headers, response_body, error, status, retry_in, gone)
 ),
 settled as (
     update postbox.deliveries d
@@ -22,12 +26,51 @@ settled as (
     from result r
     where d.id = r.delivery_id
       and d.lease_token = r.lease_token
-    returning d.id
+    returning d.id, d.endpoint_id
+),
+inserted as (
+    insert into postbox.attempts (delivery_id, attempt_number, started_at, duration_ms, request_headers,
+                                  response_status, response_headers, response_body, error)
+    select r.delivery_id, r.attempt_number, to_timestamp(r.started_at), r.duration_ms,
+           r.request_headers::jsonb, r.response_status, r.response_headers::jsonb, r.response_body, r.error
+    from result r
+    join settled s on s.id = r.delivery_id
+    returning 1
+),
+health as (
+    select s.endpoint_id,
+           bool_or(r.status = 'succeeded') as succeeded,
+           bool_or(r.gone) as gone,
+           min(to_timestamp(r.started_at)) as first_failure
+    from result r
+    join settled s on s.id = r.delivery_id
+    group by s.endpoint_id
+),
+verdict as (
+    select h.*, e.failing_since, e.enabled,
+           case
+               when h.gone then 'receiver answered 410 Gone'
+               when not h.succeeded and $14::float8 > 0
+                    and coalesce(e.failing_since, h.first_failure) < now() - make_interval(secs => $14::float8)
+               then 'every attempt failed since '
+                    || to_char(coalesce(e.failing_since, h.first_failure) at time zone 'UTC', 'YYYY-MM-DD HH24:MI:SS "UTC"')
+           end as disable_reason
+    from health h
+    join postbox.endpoints e on e.id = h.endpoint_id
+),
+changed as (
+    update postbox.endpoints e
+    set failing_since = case when v.succeeded then null else coalesce(e.failing_since, v.first_failure) end,
+        enabled = e.enabled and v.disable_reason is null,
+        disabled_reason = case when e.enabled and v.disable_reason is not null
+                               then v.disable_reason else e.disabled_reason end
+    from verdict v
+    where e.id = v.endpoint_id
+      and ((v.succeeded and e.failing_since is not null)
+           or (not v.succeeded and e.failing_since is null)
+           or (e.enabled and v.disable_reason is not null))
+    returning e.id, v.enabled as was_enabled, e.enabled, e.disabled_reason
 )
-insert into postbox.attempts (delivery_id, attempt_number, started_at, duration_ms, request_headers,
-                              response_status, response_headers, response_body, error)
-select r.delivery_id, r.attempt_number, to_timestamp(r.started_at), r.duration_ms,
-       r.request_headers::jsonb, r.response_status, r.response_headers::jsonb, r.response_body, r.error
-from result r
-join settled s on s.id = r.delivery_id
-returning delivery_id
+select (select count(*) from inserted) as recorded,
+       array(select c.id from changed c where c.was_enabled and not c.enabled) as disabled,
+       array(select c.disabled_reason from changed c where c.was_enabled and not c.enabled) as reasons

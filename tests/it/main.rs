@@ -4,6 +4,7 @@
 mod cli;
 mod deliverer;
 mod dispatcher;
+mod endpoint_health;
 mod relay;
 mod schema;
 mod sql_functions;

@@ -1,0 +1,156 @@
+//! Endpoint health: 410 Gone, failure windows, re-enabling, and one slow
+//! receiver not holding up the others.
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::support::{app::test_settings, Receiver, Reply, TestApp};
+
+async fn endpoint_state(app: &TestApp, endpoint: Uuid) -> (bool, Option<String>, bool) {
+    let row = app
+        .sql
+        .query_one(
+            "select enabled, disabled_reason, failing_since is not null from postbox.endpoints where id = $1",
+            &[&endpoint],
+        )
+        .await
+        .unwrap();
+    (row.get(0), row.get(1), row.get(2))
+}
+
+#[tokio::test]
+async fn a_410_gone_fails_the_delivery_and_disables_the_endpoint() {
+    let app = TestApp::new().await;
+    let receiver = Receiver::start().await;
+    app.register("a.b").await;
+    let endpoint = app.subscribe(&receiver.url("/"), &["*"]).await;
+    let first = app.emit("a.b", json!({"n": 1})).await;
+    app.dispatch().await;
+    receiver.script([Reply::status(410)]);
+    assert_eq!(app.deliver().await, 1);
+
+    assert_eq!(app.delivery_state(first, endpoint).await, ("failed".into(), 1));
+    let (enabled, reason, _) = endpoint_state(&app, endpoint).await;
+    assert!(!enabled);
+    assert_eq!(reason.as_deref(), Some("receiver answered 410 Gone"));
+
+    app.emit("a.b", json!({"n": 2})).await;
+    app.dispatch().await;
+    assert_eq!(app.deliver().await, 0, "nothing more is sent to a gone endpoint");
+}
+
+#[tokio::test]
+async fn an_endpoint_failing_longer_than_the_window_is_disabled_and_can_be_re_enabled() {
+    let app = TestApp::with_settings(&[
+        ("POSTBOX_DELIVERY__DISABLE_ENDPOINT_AFTER", "1h"),
+        ("POSTBOX_DELIVERY__RETRY_SCHEDULE", "0s,0s,0s,0s"),
+    ])
+    .await;
+    let mut receiver = Receiver::start().await;
+    app.register("a.b").await;
+    let endpoint = app.subscribe(&receiver.url("/"), &["*"]).await;
+    let event = app.emit("a.b", json!({})).await;
+    app.dispatch().await;
+
+    receiver.script([Reply::status(500), Reply::status(500)]);
+    app.deliver().await;
+    assert_eq!(endpoint_state(&app, endpoint).await, (true, None, true), "failing, not yet for an hour");
+
+    // The failures began two hours ago.
+    app.sql
+        .batch_execute("update postbox.endpoints set failing_since = now() - interval '2 h'")
+        .await
+        .unwrap();
+    app.deliver().await;
+    let (enabled, reason, _) = endpoint_state(&app, endpoint).await;
+    assert!(!enabled);
+    assert!(reason.as_deref().unwrap().starts_with("every attempt failed since"), "{reason:?}");
+    assert_eq!(app.deliver().await, 0, "a disabled endpoint gets no attempts");
+    assert_eq!(app.delivery_state(event, endpoint).await, ("pending".into(), 2), "its delivery waits");
+
+    app.sql.execute("update postbox.endpoints set enabled = true where id = $1", &[&endpoint]).await.unwrap();
+    assert_eq!(endpoint_state(&app, endpoint).await, (true, None, false), "re-enabling starts afresh");
+    assert_eq!(app.deliver().await, 1);
+    assert_eq!(app.delivery_state(event, endpoint).await, ("succeeded".into(), 3));
+    assert_eq!(receiver.drain().len(), 3);
+}
+
+#[tokio::test]
+async fn a_success_clears_the_failure_window() {
+    let app = TestApp::new().await;
+    let receiver = Receiver::start().await;
+    app.register("a.b").await;
+    let endpoint = app.subscribe(&receiver.url("/"), &["*"]).await;
+    app.emit("a.b", json!({})).await;
+    app.dispatch().await;
+    receiver.script([Reply::status(503)]);
+    app.deliver().await;
+    assert!(endpoint_state(&app, endpoint).await.2, "failing_since set by the failure");
+    app.deliver().await;
+    assert_eq!(endpoint_state(&app, endpoint).await, (true, None, false));
+}
+
+#[tokio::test]
+async fn claims_respect_the_per_endpoint_concurrency_cap() {
+    let app = TestApp::with_settings(&[("POSTBOX_DELIVERY__ENDPOINT_CONCURRENCY", "2")]).await;
+    app.register("a.b").await;
+    let slow = app.subscribe("http://127.0.0.1:9/slow", &["*"]).await;
+    for _ in 0..10 {
+        app.emit("a.b", json!({})).await;
+    }
+    app.dispatch().await;
+    let fast = app.subscribe("http://127.0.0.1:9/fast", &["*"]).await;
+    app.emit("a.b", json!({})).await;
+    app.dispatch().await;
+
+    let first = app.deliverer.claim(100).await.unwrap();
+    let to = |endpoint| first.iter().filter(|c| c.endpoint_id == endpoint).count();
+    assert_eq!((to(slow), to(fast)), (2, 1), "two for the capped endpoint, and the other endpoint's too");
+    assert!(app.deliverer.claim(100).await.unwrap().is_empty(), "the capped endpoint is full");
+}
+
+#[tokio::test]
+async fn a_hanging_endpoint_does_not_hold_up_the_others() {
+    let app = TestApp::new().await;
+    app.register("a.b").await;
+    // Accepts connections and never answers.
+    let hanging = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hanging_url = format!("http://{}/", hanging.local_addr().unwrap());
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = hanging.accept().await {
+            held.push(socket);
+        }
+    });
+    app.subscribe(&hanging_url, &["*"]).await;
+    let mut receiver = Receiver::start().await;
+    app.subscribe(&receiver.url("/"), &["*"]).await;
+    for n in 0..40 {
+        app.emit("a.b", json!({ "n": n })).await;
+    }
+    let settings = test_settings(
+        &app.db.url,
+        &[
+            ("POSTBOX_RELAY__CONCURRENCY", "8"),
+            ("POSTBOX_DELIVERY__ENDPOINT_CONCURRENCY", "4"),
+            ("POSTBOX_DELIVERY__TIMEOUT", "30s"),
+            ("POSTBOX_RELAY__LEASE", "60s"),
+            ("POSTBOX_RELAY__SHUTDOWN_GRACE", "0s"),
+        ],
+    );
+    let shutdown = CancellationToken::new();
+    let relay = tokio::spawn(postbox::run(settings, shutdown.clone()));
+
+    let started = Instant::now();
+    for _ in 0..40 {
+        receiver.recv().await;
+    }
+    let took = started.elapsed();
+    shutdown.cancel();
+    relay.await.unwrap().unwrap();
+    assert!(took < Duration::from_secs(10), "40 webhooks to the healthy endpoint took {took:?}");
+}
