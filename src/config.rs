@@ -85,6 +85,8 @@ pub struct DeliverySettings {
 #[serde(deny_unknown_fields)]
 pub struct NetworkSettings {
     pub allow_private: bool,
+    #[serde(deserialize_with = "cidr_list")]
+    pub allow_cidrs: Vec<ipnet::IpNet>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -230,6 +232,10 @@ impl Settings {
             ("delivery.endpoint_concurrency", self.delivery.endpoint_concurrency.into()),
             ("delivery.disable_endpoint_after", d(self.delivery.disable_endpoint_after)),
             ("network.allow_private", self.network.allow_private.into()),
+            (
+                "network.allow_cidrs",
+                self.network.allow_cidrs.iter().map(ToString::to_string).collect::<Vec<_>>().join(",").into(),
+            ),
             ("admin.listen", self.admin.listen.to_string().into()),
             ("admin.token", self.admin.token.as_ref().map(|_| "***").into()),
         ])
@@ -339,6 +345,21 @@ fn duration_list<'de, D: Deserializer<'de>>(de: D) -> Result<Vec<Duration>, D::E
         .map(parse_duration)
         .collect::<Result<_, _>>()
         .map_err(de::Error::custom)
+}
+
+fn cidr_list<'de, D: Deserializer<'de>>(de: D) -> Result<Vec<ipnet::IpNet>, D::Error> {
+    let text = String::deserialize(de)?;
+    text.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|cidr| {
+            cidr.parse::<ipnet::IpNet>()
+                .or_else(|_| cidr.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| {
+                    de::Error::custom(format!("`{cidr}` is not a CIDR (e.g. 10.0.0.0/8) or an IP address"))
+                })
+        })
+        .collect()
 }
 
 fn byte_size<'de, D: Deserializer<'de>>(de: D) -> Result<usize, D::Error> {

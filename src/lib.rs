@@ -72,7 +72,10 @@ impl Settings {
             timeout: self.delivery.timeout,
             connect_timeout: self.delivery.connect_timeout,
             max_response_body: self.delivery.max_response_body,
-            policy: NetworkPolicy { allow_private: self.network.allow_private },
+            policy: NetworkPolicy {
+                allow_private: self.network.allow_private,
+                allow_cidrs: self.network.allow_cidrs.clone(),
+            },
         }
     }
 

@@ -8,18 +8,27 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+use ipnet::IpNet;
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NetworkPolicy {
+    /// Allow every address.
     pub allow_private: bool,
+    /// Allow these networks even when `allow_private` is false.
+    pub allow_cidrs: Vec<IpNet>,
 }
 
 impl NetworkPolicy {
     /// `Err(reason)` when the policy refuses `ip`.
     pub fn check(&self, ip: IpAddr) -> Result<(), &'static str> {
-        match (self.allow_private, classify(ip)) {
-            (_, None) => Ok(()),
-            (true, Some(_)) => Ok(()),
-            (false, Some(reason)) => Err(reason),
+        let Some(reason) = classify(ip) else { return Ok(()) };
+        let canonical = ip.to_canonical(); // ::ffff:10.0.0.1 is 10.0.0.1 to an allowlist
+        if self.allow_private
+            || self.allow_cidrs.iter().any(|net| net.contains(&ip) || net.contains(&canonical))
+        {
+            Ok(())
+        } else {
+            Err(reason)
         }
     }
 }
@@ -86,7 +95,7 @@ mod tests {
     use super::*;
 
     fn refused(ip: &str) -> bool {
-        NetworkPolicy { allow_private: false }.check(ip.parse().unwrap()).is_err()
+        NetworkPolicy::default().check(ip.parse().unwrap()).is_err()
     }
 
     #[test]
@@ -132,8 +141,18 @@ mod tests {
 
     #[test]
     fn allow_private_allows_everything() {
-        let policy = NetworkPolicy { allow_private: true };
+        let policy = NetworkPolicy { allow_private: true, allow_cidrs: Vec::new() };
         assert!(policy.check("127.0.0.1".parse().unwrap()).is_ok());
         assert!(policy.check("169.254.169.254".parse().unwrap()).is_ok());
+    }
+
+    #[test]
+    fn an_allowlist_opens_only_its_networks() {
+        let policy =
+            NetworkPolicy { allow_private: false, allow_cidrs: vec!["10.1.0.0/16".parse().unwrap()] };
+        assert!(policy.check("10.1.2.3".parse().unwrap()).is_ok());
+        assert!(policy.check("::ffff:10.1.2.3".parse().unwrap()).is_ok());
+        assert!(policy.check("10.2.0.1".parse().unwrap()).is_err());
+        assert!(policy.check("127.0.0.1".parse().unwrap()).is_err());
     }
 }

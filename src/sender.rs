@@ -41,7 +41,7 @@ pub struct Sender {
 
 /// The policy refused every address of a host, or an IP literal.
 #[derive(Debug, thiserror::Error)]
-#[error("refused by network policy: {host} is {ip} ({reason}); set network.allow_private to allow it")]
+#[error("refused by network policy: {host} is {ip} ({reason}); allow it with network.allow_cidrs or network.allow_private")]
 struct Refused {
     host: String,
     ip: IpAddr,
@@ -63,7 +63,7 @@ impl Sender {
             .redirect(redirect::Policy::none())
             // Environment proxies would bypass the address checks.
             .no_proxy()
-            .dns_resolver(Arc::new(PolicyResolver { policy: config.policy }))
+            .dns_resolver(Arc::new(PolicyResolver { policy: config.policy.clone() }))
             .pool_idle_timeout(Duration::from_secs(60))
             .build()?;
         Ok(Self { client, config })
@@ -175,7 +175,7 @@ struct PolicyResolver {
 
 impl Resolve for PolicyResolver {
     fn resolve(&self, name: Name) -> Resolving {
-        let policy = self.policy;
+        let policy = self.policy.clone();
         Box::pin(async move {
             let host = name.as_str().to_owned();
             let resolved: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();

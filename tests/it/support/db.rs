@@ -40,6 +40,16 @@ impl TestDb {
         Self { name, url: url.to_string(), server_url }
     }
 
+    /// The same database over the server's Unix socket, which also works from
+    /// inside another network namespace.
+    pub fn socket_url(&self) -> String {
+        let dir =
+            std::env::var("POSTBOX_TEST_DATABASE_SOCKET").unwrap_or_else(|_| "/var/run/postgresql".into());
+        let server = url::Url::parse(&self.server_url).expect("test database URL is a postgres:// URL");
+        let password = server.password().map(|p| format!(" password={p}")).unwrap_or_default();
+        format!("host={dir} user={}{password} dbname={}", server.username(), self.name)
+    }
+
     pub async fn connect(&self) -> Client {
         db::connect(&self.url).await.expect("connect to the test database")
     }
