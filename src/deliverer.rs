@@ -5,7 +5,10 @@
 
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex,
+    },
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
@@ -63,15 +66,13 @@ pub struct Deliverer {
     pool: Pool,
     sender: Sender,
     config: DelivererConfig,
-    /// Claimed but not yet recorded. Whatever is left here at shutdown is
+    /// Claimed but unrecorded deliveries and their claim tokens. Whatever is left here at shutdown is
     /// handed back at once instead of waiting out its lease.
-    in_flight: Mutex<HashMap<Uuid, InFlight>>,
-}
-
-#[derive(Debug, Clone, Copy)]
-struct InFlight {
-    lease_token: Uuid,
-    endpoint_id: Uuid,
+    in_flight: Mutex<HashMap<Uuid, Uuid>>,
+    /// Requests in flight per endpoint, for the per-endpoint cap.
+    endpoint_load: Mutex<HashMap<Uuid, usize>>,
+    /// Requests made since start, for the shutdown summary.
+    attempts_made: AtomicU64,
 }
 
 /// What one batch write did.
@@ -84,7 +85,14 @@ pub struct Recorded {
 
 impl Deliverer {
     pub fn new(pool: Pool, sender: Sender, config: DelivererConfig) -> Self {
-        Self { pool, sender, config, in_flight: Mutex::default() }
+        Self {
+            pool,
+            sender,
+            config,
+            in_flight: Mutex::default(),
+            endpoint_load: Mutex::default(),
+            attempts_made: AtomicU64::new(0),
+        }
     }
 
     /// Claims up to `limit` due deliveries in one short statement.
@@ -119,35 +127,40 @@ impl Deliverer {
             })
             .collect();
         let mut in_flight = self.in_flight.lock().expect("in-flight lock is never poisoned");
-        in_flight.extend(
-            claimed
-                .iter()
-                .map(|c| (c.id, InFlight { lease_token: c.lease_token, endpoint_id: c.endpoint_id })),
-        );
+        in_flight.extend(claimed.iter().map(|c| (c.id, c.lease_token)));
+        drop(in_flight);
+        let mut load = self.endpoint_load.lock().expect("endpoint load lock is never poisoned");
+        for delivery in &claimed {
+            *load.entry(delivery.endpoint_id).or_default() += 1;
+        }
         Ok(claimed)
     }
 
     /// Endpoints with requests in flight from this relay, and their free slots.
     fn endpoint_slots(&self) -> (Vec<Uuid>, Vec<i32>) {
-        let mut counts: HashMap<Uuid, usize> = HashMap::new();
-        for entry in self.in_flight.lock().expect("in-flight lock is never poisoned").values() {
-            *counts.entry(entry.endpoint_id).or_default() += 1;
-        }
-        counts
-            .into_iter()
-            .map(|(endpoint, used)| {
-                (
-                    endpoint,
-                    self.config.endpoint_concurrency.saturating_sub(used).min(i32::MAX as usize) as i32,
-                )
-            })
+        let cap = self.config.endpoint_concurrency;
+        let load = self.endpoint_load.lock().expect("endpoint load lock is never poisoned");
+        load.iter()
+            .map(|(endpoint, used)| (*endpoint, cap.saturating_sub(*used).min(i32::MAX as usize) as i32))
             .unzip()
+    }
+
+    /// A request to `endpoint` finished: its slot is free again.
+    fn release_slot(&self, endpoint: Uuid) {
+        let mut load = self.endpoint_load.lock().expect("endpoint load lock is never poisoned");
+        if let Some(used) = load.get_mut(&endpoint) {
+            *used -= 1;
+            if *used == 0 {
+                load.remove(&endpoint);
+            }
+        }
     }
 
     /// Makes one attempt and decides what follows. Never fails: whatever goes
     /// wrong with the endpoint is in the record.
     #[tracing::instrument(skip_all, fields(delivery.id = %delivery.id, attempt = delivery.attempt_number))]
     pub async fn attempt(&self, delivery: Claimed) -> AttemptRecord {
+        self.attempts_made.fetch_add(1, Ordering::Relaxed);
         let started_at = SystemTime::now();
         let timestamp = started_at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
         let clock = Instant::now();
@@ -159,6 +172,7 @@ impl Deliverer {
             Err(reason) => (Value::Object(Map::new()), Err(reason)),
         };
         let duration = clock.elapsed();
+        self.release_slot(delivery.endpoint_id);
 
         let attempt_number = delivery.attempt_number as u32;
         let record = |decision, status, headers, body, error| AttemptRecord {
@@ -297,7 +311,6 @@ impl Deliverer {
         let (ids, tokens): (Vec<Uuid>, Vec<Uuid>) =
             std::mem::take(&mut *self.in_flight.lock().expect("in-flight lock is never poisoned"))
                 .into_iter()
-                .map(|(id, entry)| (id, entry.lease_token))
                 .unzip();
         if ids.is_empty() {
             return Ok(0);
@@ -354,9 +367,13 @@ impl Deliverer {
             }
             drop(first);
             if found < limit {
+                // Fewer than asked: the queue is empty for now, or the
+                // per-endpoint caps held the claim back. A finished request
+                // frees a slot, so it is worth claiming again then too.
                 tokio::select! {
                     _ = wake.notified() => {}
                     _ = tokio::time::sleep(self.config.poll_interval) => {}
+                    Some(_) = requests.join_next(), if !requests.is_empty() => {}
                     _ = shutdown.cancelled() => {}
                 }
             }
@@ -380,6 +397,7 @@ impl Deliverer {
                 warn!(error = %err, "could not release deliveries; their leases will expire")
             }
         }
+        info!(attempts = self.attempts_made.load(Ordering::Relaxed), "deliverer stopped");
     }
 
     /// Writes outcomes as they arrive, as many per round trip as are waiting.

@@ -5,6 +5,7 @@ mod cli;
 mod deliverer;
 mod dispatcher;
 mod endpoint_health;
+mod faults;
 mod network_policy;
 mod relay;
 mod schema;

@@ -1,5 +1,6 @@
 pub mod app;
 pub mod db;
+pub mod process;
 pub mod receiver;
 
 pub use app::TestApp;

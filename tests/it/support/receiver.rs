@@ -68,12 +68,14 @@ impl Reply {
 #[derive(Clone)]
 struct Shared {
     script: Arc<Mutex<VecDeque<Reply>>>,
+    default: Arc<Mutex<Reply>>,
     requests: mpsc::UnboundedSender<Received>,
 }
 
 pub struct Receiver {
     pub addr: SocketAddr,
     script: Arc<Mutex<VecDeque<Reply>>>,
+    default: Arc<Mutex<Reply>>,
     requests: mpsc::UnboundedReceiver<Received>,
 }
 
@@ -84,17 +86,26 @@ impl Receiver {
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = mpsc::unbounded_channel();
         let script = Arc::new(Mutex::new(VecDeque::new()));
-        let app =
-            Router::new().fallback(handle).with_state(Shared { script: Arc::clone(&script), requests: tx });
+        let default = Arc::new(Mutex::new(Reply::status(200)));
+        let app = Router::new().fallback(handle).with_state(Shared {
+            script: Arc::clone(&script),
+            default: Arc::clone(&default),
+            requests: tx,
+        });
         tokio::spawn(async move { axum::serve(listener, app).await });
-        Self { addr, script, requests: rx }
+        Self { addr, script, default, requests: rx }
     }
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }
 
-    /// Answers the next requests with these replies, in order; then 200.
+    /// Answers every unscripted request with `reply` (instead of a plain 200).
+    pub fn answer_all(&self, reply: Reply) {
+        *self.default.lock().unwrap() = reply;
+    }
+
+    /// Answers the next requests with these replies, in order; then the default.
     pub fn script(&self, replies: impl IntoIterator<Item = Reply>) {
         self.script.lock().unwrap().extend(replies);
     }
@@ -105,6 +116,27 @@ impl Receiver {
             .await
             .expect("no webhook arrived at the receiver within 10 s")
             .expect("receiver stopped")
+    }
+
+    /// Receives until `distinct` different webhook-ids arrived; returns how
+    /// often each one came. Panics after `limit`.
+    pub async fn collect_distinct(
+        &mut self,
+        distinct: usize,
+        limit: Duration,
+    ) -> std::collections::HashMap<String, usize> {
+        let mut seen = std::collections::HashMap::new();
+        let deadline = tokio::time::Instant::now() + limit;
+        while seen.len() < distinct {
+            let request = tokio::time::timeout_at(deadline, self.requests.recv())
+                .await
+                .unwrap_or_else(|_| {
+                    panic!("only {} of {distinct} webhooks arrived within {limit:?}", seen.len())
+                })
+                .expect("receiver stopped");
+            *seen.entry(request.header("webhook-id").to_owned()).or_insert(0) += 1;
+        }
+        seen
     }
 
     /// Every request received so far, without waiting.
@@ -119,7 +151,8 @@ async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let reply = shared.script.lock().unwrap().pop_front().unwrap_or_else(|| Reply::status(200));
+    let scripted = shared.script.lock().unwrap().pop_front();
+    let reply = scripted.unwrap_or_else(|| shared.default.lock().unwrap().clone());
     let _ = shared.requests.send(Received { path: uri.path().to_owned(), headers, body });
     tokio::time::sleep(reply.delay).await;
     let mut response = (StatusCode::from_u16(reply.status).unwrap(), reply.body).into_response();

@@ -1,0 +1,90 @@
+//! `postbox run` as a real child process, for fault tests: kill -9, SIGSTOP,
+//! SIGTERM. Its stderr goes to a file so that tests can read its log.
+
+use std::{
+    path::PathBuf,
+    process::{Child, Command, ExitStatus, Stdio},
+    time::{Duration, Instant},
+};
+
+pub struct RelayProcess {
+    child: Option<Child>,
+    pub log: PathBuf,
+}
+
+impl RelayProcess {
+    /// Starts `postbox run` against `database_url` with loopback allowed and
+    /// the given `POSTBOX_*` settings.
+    pub fn start(database_url: &str, settings: &[(&str, &str)]) -> Self {
+        let log = std::env::temp_dir().join(format!("postbox-relay-{}.log", uuid::Uuid::new_v4().simple()));
+        let mut command = Command::new(env!("CARGO_BIN_EXE_postbox"));
+        command
+            .arg("run")
+            .env_remove("DATABASE_URL")
+            .env("POSTBOX_DATABASE__URL", database_url)
+            .env("POSTBOX_NETWORK__ALLOW_PRIVATE", "true")
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("create relay log"));
+        for (key, value) in settings {
+            command.env(key, value);
+        }
+        Self { child: Some(command.spawn().expect("start postbox run")), log }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().expect("running").id() as i32
+    }
+
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) on our own child's pid.
+        let rc = unsafe { libc::kill(self.pid(), signal) };
+        assert_eq!(rc, 0, "kill({}, {signal}) failed", self.pid());
+    }
+
+    /// SIGKILL, and reap it.
+    pub fn kill9(&mut self) {
+        self.signal(libc::SIGKILL);
+        self.child.as_mut().expect("running").wait().expect("reap killed relay");
+    }
+
+    /// Waits for the process to exit on its own, at most `limit`.
+    pub async fn wait_exit(&mut self, limit: Duration) -> ExitStatus {
+        let deadline = Instant::now() + limit;
+        let child = self.child.as_mut().expect("running");
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "relay did not exit within {limit:?}; log:\n{}",
+                self.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The `attempts=N` of the "deliverer stopped" line, if it got that far.
+    pub fn attempts_made(&self) -> Option<u64> {
+        let log = self.log_text();
+        let line = log.lines().find(|l| l.contains("deliverer stopped"))?;
+        line.split_whitespace().find_map(|field| field.strip_prefix("attempts=")?.parse().ok())
+    }
+}
+
+impl Drop for RelayProcess {
+    fn drop(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            if child.try_wait().ok().flatten().is_none() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+        let _ = std::fs::remove_file(&self.log);
+    }
+}
