@@ -6,6 +6,7 @@ mod deliverer;
 mod dispatcher;
 mod endpoint_health;
 mod faults;
+mod hostile;
 mod network_policy;
 mod relay;
 mod schema;

@@ -17,7 +17,9 @@ impl RelayProcess {
     /// the given `POSTBOX_*` settings.
     pub fn start(database_url: &str, settings: &[(&str, &str)]) -> Self {
         let log = std::env::temp_dir().join(format!("postbox-relay-{}.log", uuid::Uuid::new_v4().simple()));
-        let mut command = Command::new(env!("CARGO_BIN_EXE_postbox"));
+        let mut command = Command::new(
+            std::env::var("POSTBOX_RELAY_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_postbox").to_owned()),
+        );
         command
             .arg("run")
             .env_remove("DATABASE_URL")
