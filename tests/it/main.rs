@@ -8,6 +8,7 @@ mod endpoint_health;
 mod faults;
 mod hostile;
 mod network_policy;
+mod postgres_restart;
 mod relay;
 mod schema;
 mod sql_functions;

@@ -1,4 +1,5 @@
 pub mod app;
+pub mod cluster;
 pub mod db;
 pub mod process;
 pub mod receiver;
