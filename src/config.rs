@@ -504,6 +504,13 @@ mod tests {
         assert_eq!(mask_url_password("host=db password=hunter2 user=app"), "host=db password=*** user=app");
     }
 
+    proptest::proptest! {
+        #[test]
+        fn sizes_print_the_way_they_parse(bytes in 0usize..(1 << 40)) {
+            proptest::prop_assert_eq!(parse_byte_size(&format_byte_size(bytes)), Ok(bytes));
+        }
+    }
+
     #[test]
     fn sizes_and_durations_parse_as_documented() {
         assert_eq!(parse_byte_size("64KiB"), Ok(65536));

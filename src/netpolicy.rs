@@ -9,6 +9,16 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ipnet::IpNet;
+use url::{Host, Url};
+
+/// The policy refused an address.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("refused by network policy: {host} is {ip} ({reason}); allow it with network.allow_cidrs or network.allow_private")]
+pub struct Refused {
+    pub host: String,
+    pub ip: IpAddr,
+    pub reason: &'static str,
+}
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NetworkPolicy {
@@ -30,6 +40,24 @@ impl NetworkPolicy {
         } else {
             Err(reason)
         }
+    }
+
+    /// Checks a URL whose host is an IP literal, however it is spelled: the
+    /// URL parser turns `127.1`, `2130706433`, `0x7f000001` and
+    /// `[::ffff:127.0.0.1]` into plain addresses first. Host names pass here;
+    /// their addresses are checked after resolution.
+    pub fn check_url(&self, url: &Url) -> Result<(), Refused> {
+        let ip = match url.host() {
+            Some(Host::Ipv4(ip)) => IpAddr::V4(ip),
+            Some(Host::Ipv6(ip)) => IpAddr::V6(ip),
+            _ => return Ok(()),
+        };
+        self.check_resolved(url.host_str().unwrap_or_default(), ip)
+    }
+
+    /// Checks one address that `host` resolved to.
+    pub fn check_resolved(&self, host: &str, ip: IpAddr) -> Result<(), Refused> {
+        self.check(ip).map_err(|reason| Refused { host: host.to_owned(), ip, reason })
     }
 }
 
@@ -144,6 +172,64 @@ mod tests {
         let policy = NetworkPolicy { allow_private: true, allow_cidrs: Vec::new() };
         assert!(policy.check("127.0.0.1".parse().unwrap()).is_ok());
         assert!(policy.check("169.254.169.254".parse().unwrap()).is_ok());
+    }
+
+    fn refused_url(url: &str) -> bool {
+        NetworkPolicy::default().check_url(&Url::parse(url).unwrap()).is_err()
+    }
+
+    #[test]
+    fn odd_spellings_of_inward_addresses_are_refused() {
+        for url in [
+            "http://127.1/",
+            "http://2130706433/",
+            "http://0x7f000001/",
+            "http://0177.0.0.1/",
+            "http://[::ffff:127.0.0.1]/",
+            "http://[::ffff:7f00:1]/",
+            "http://0/",
+            "http://169.254.169.254/",
+            "http://[fd00:ec2::254]/",
+            "http://0xa9.0xfe.0xa9.0xfe/",
+        ] {
+            assert!(refused_url(url), "{url} should be refused");
+        }
+        assert!(!refused_url("http://example.com/"), "names are checked after resolution");
+        assert!(!refused_url("http://1.1.1.1/"));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn every_private_v4_address_is_refused_plain_mapped_and_as_a_number(
+            (a, b) in proptest::prop_oneof![
+                (proptest::strategy::Just(127u8), 0u8..=255),
+                (proptest::strategy::Just(10u8), 0u8..=255),
+                (proptest::strategy::Just(172u8), 16u8..=31),
+                (proptest::strategy::Just(192u8), proptest::strategy::Just(168u8)),
+                (proptest::strategy::Just(169u8), proptest::strategy::Just(254u8)),
+                (proptest::strategy::Just(100u8), 64u8..=127),
+            ],
+            c in 0u8..=255,
+            d in 0u8..=255,
+        ) {
+            let v4 = Ipv4Addr::new(a, b, c, d);
+            proptest::prop_assert!(refused(&v4.to_string()));
+            proptest::prop_assert!(refused(&v4.to_ipv6_mapped().to_string()));
+            let spellings = [
+                format!("http://{}/", u32::from(v4)),
+                format!("http://0x{:x}/", u32::from(v4)),
+                format!("http://[{}]/", v4.to_ipv6_mapped()),
+            ];
+            for url in spellings {
+                proptest::prop_assert!(refused_url(&url), "{} should be refused", url);
+            }
+        }
+
+        #[test]
+        fn mapped_addresses_are_judged_like_their_ipv4(raw in proptest::num::u32::ANY) {
+            let v4 = Ipv4Addr::from(raw);
+            proptest::prop_assert_eq!(classify(IpAddr::V4(v4)), classify(IpAddr::V6(v4.to_ipv6_mapped())));
+        }
     }
 
     #[test]

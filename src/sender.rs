@@ -4,7 +4,7 @@
 
 use std::{
     error::Error as StdError,
-    net::{IpAddr, SocketAddr},
+    net::SocketAddr,
     sync::{Arc, Once},
     time::Duration,
 };
@@ -15,7 +15,10 @@ use reqwest::{
     redirect, Client, Url,
 };
 
-use crate::{netpolicy::NetworkPolicy, webhook::WebhookRequest};
+use crate::{
+    netpolicy::{NetworkPolicy, Refused},
+    webhook::WebhookRequest,
+};
 
 #[derive(Debug, Clone)]
 pub struct SenderConfig {
@@ -37,15 +40,6 @@ pub struct Response {
 pub struct Sender {
     client: Client,
     config: SenderConfig,
-}
-
-/// The policy refused every address of a host, or an IP literal.
-#[derive(Debug, thiserror::Error)]
-#[error("refused by network policy: {host} is {ip} ({reason}); allow it with network.allow_cidrs or network.allow_private")]
-struct Refused {
-    host: String,
-    ip: IpAddr,
-    reason: &'static str,
 }
 
 impl Sender {
@@ -72,7 +66,7 @@ impl Sender {
     /// Sends one request. `Err` is a text for `attempts.error`: no response.
     pub async fn send(&self, request: &WebhookRequest) -> Result<Response, String> {
         let url = Url::parse(&request.url).map_err(|err| format!("invalid url: {err}"))?;
-        self.check_literal_ip(&url)?;
+        self.config.policy.check_url(&url).map_err(|refused| refused.to_string())?;
         let headers = header_map(&request.headers)?;
         let mut response = self
             .client
@@ -105,18 +99,6 @@ impl Sender {
             }
         }
         Ok(Response { status, headers, body: text(&body) })
-    }
-
-    fn check_literal_ip(&self, url: &Url) -> Result<(), String> {
-        let ip = match url.host() {
-            Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip),
-            Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip),
-            Some(url::Host::Domain(_)) => return Ok(()),
-            None => return Err("invalid url: no host".into()),
-        };
-        self.config.policy.check(ip).map_err(|reason| {
-            Refused { host: url.host_str().unwrap_or_default().to_owned(), ip, reason }.to_string()
-        })
     }
 
     /// A one-line cause for `attempts.error`, without the URL (it is on the endpoint).
@@ -182,10 +164,10 @@ impl Resolve for PolicyResolver {
             let mut refused = None;
             let allowed: Vec<SocketAddr> = resolved
                 .into_iter()
-                .filter(|addr| match policy.check(addr.ip()) {
+                .filter(|addr| match policy.check_resolved(&host, addr.ip()) {
                     Ok(()) => true,
-                    Err(reason) => {
-                        refused.get_or_insert(Refused { host: host.clone(), ip: addr.ip(), reason });
+                    Err(refusal) => {
+                        refused.get_or_insert(refusal);
                         false
                     }
                 })

@@ -80,6 +80,27 @@ mod tests {
         assert_eq!(signature_header(&[key], MSG_ID, TIMESTAMP, BODY.as_bytes()), SIGNATURE);
     }
 
+    /// Signed by the `standardwebhooks` Python library (v1.0): (secret, id, timestamp, body, header).
+    const LIBRARY_VECTORS: &[(&str, &str, i64, &str, &str)] = &[
+        (
+            "whsec_c2VjcmV0LWtleS10aGF0LWlzLWxvbmctZW5vdWdo",
+            "0b1f8d34-5f7e-4c61-9a4b-3f6b8a6f2c11",
+            1795397595,
+            "{\"type\":\"post.updated\",\"timestamp\":\"2026-11-23T01:33:15.155841Z\",\"data\":{\"id\": 1, \"title\": \"caf\u{e9} \u{2603}\"},\"previous\":{\"title\": \"old\"}}",
+            "v1,VUHHNr3eCQIkH8Z0yA/n0p44KEvzlkVcQRVsN4w7fRE=",
+        ),
+        ("whsec_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=", "e", 0, "", "v1,FlGue/iPo4yBFhAZ8VaG2Ga1bFF3cjqxGsh38IWwAUM="),
+    ];
+
+    #[test]
+    fn matches_signatures_made_by_the_standard_webhooks_library() {
+        for (secret, id, timestamp, body, header) in LIBRARY_VECTORS {
+            let key = SigningKey::from_secret(secret).unwrap();
+            assert_eq!(signature_header(std::slice::from_ref(&key), id, *timestamp, body.as_bytes()), *header);
+            assert!(verify(&key, id, *timestamp, body.as_bytes(), header));
+        }
+    }
+
     #[test]
     fn rotation_header_carries_one_signature_per_key_and_either_verifies() {
         let old = SigningKey::from_secret(SECRET).unwrap();
@@ -89,6 +110,27 @@ mod tests {
         assert!(verify(&old, MSG_ID, TIMESTAMP, BODY.as_bytes(), &header));
         assert!(verify(&new, MSG_ID, TIMESTAMP, BODY.as_bytes(), &header));
         assert!(!verify(&new, MSG_ID, TIMESTAMP + 1, BODY.as_bytes(), &header));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_message_verifies_and_any_change_to_it_does_not(
+            key in proptest::collection::vec(proptest::num::u8::ANY, 24..=64),
+            id in "[a-zA-Z0-9_-]{1,40}",
+            timestamp in 0i64..4_000_000_000,
+            body in proptest::collection::vec(proptest::num::u8::ANY, 0..512),
+            flip in proptest::num::usize::ANY,
+        ) {
+            let key = SigningKey::from_secret(&format!("whsec_{}", STANDARD.encode(&key))).unwrap();
+            let header = signature_header(std::slice::from_ref(&key), &id, timestamp, &body);
+            proptest::prop_assert!(verify(&key, &id, timestamp, &body, &header));
+            proptest::prop_assert!(!verify(&key, &id, timestamp + 1, &body, &header));
+            if !body.is_empty() {
+                let mut tampered = body.clone();
+                tampered[flip % body.len()] ^= 0x01;
+                proptest::prop_assert!(!verify(&key, &id, timestamp, &tampered, &header));
+            }
+        }
     }
 
     #[test]

@@ -9,8 +9,17 @@ pub enum LogFormat {
     Json,
 }
 
+/// tokio-postgres logs every query's parameters at debug level, and ours carry
+/// response bodies and signed headers: it stays at info unless `RUST_LOG`
+/// names it explicitly.
+const QUIET_DRIVER: &str = "tokio_postgres=info";
+
 pub fn init(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let directives = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".to_owned());
+    let mut filter = EnvFilter::new(&directives);
+    if !directives.contains("tokio_postgres") {
+        filter = filter.add_directive(QUIET_DRIVER.parse().expect("a valid directive"));
+    }
     let builder = fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -1,7 +1,6 @@
 //! One webhook request, built from a claimed delivery: the JSON body, the
 //! Standard Webhooks headers and the endpoint's own headers.
 
-use serde::Serialize;
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -18,9 +17,11 @@ pub struct Claimed {
     pub event_type: String,
     /// `occurred_at` in RFC 3339, formatted by the database.
     pub occurred_at: String,
-    pub payload: Value,
-    pub previous: Option<Value>,
-    pub actor: Option<Value>,
+    /// The payload as JSON text, straight from the database: it is sent as
+    /// is, never parsed, so no depth or size limit of a JSON parser applies.
+    pub payload: String,
+    pub previous: Option<String>,
+    pub actor: Option<String>,
     pub url: String,
     /// Current secret first, then a rotated-out one that is still valid.
     pub secrets: Vec<String>,
@@ -35,31 +36,12 @@ pub struct WebhookRequest {
     pub body: Vec<u8>,
 }
 
-#[derive(Serialize)]
-struct Body<'a> {
-    #[serde(rename = "type")]
-    event_type: &'a str,
-    timestamp: &'a str,
-    data: &'a Value,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    previous: Option<&'a Value>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    actor: Option<&'a Value>,
-}
-
 pub const USER_AGENT: &str = concat!("postbox/", env!("CARGO_PKG_VERSION"));
 
 /// Builds the request for one attempt at `timestamp` (unix seconds).
 /// `Err` explains why it cannot be sent (an unusable secret).
 pub fn build(delivery: &Claimed, timestamp: i64) -> Result<WebhookRequest, String> {
-    let body = serde_json::to_vec(&Body {
-        event_type: &delivery.event_type,
-        timestamp: &delivery.occurred_at,
-        data: &delivery.payload,
-        previous: delivery.previous.as_ref(),
-        actor: delivery.actor.as_ref(),
-    })
-    .map_err(|err| format!("cannot encode body: {err}"))?;
+    let body = body(delivery).into_bytes();
 
     let keys = delivery
         .secrets
@@ -92,6 +74,30 @@ pub fn build(delivery: &Claimed, timestamp: i64) -> Result<WebhookRequest, Strin
     Ok(WebhookRequest { url: delivery.url.clone(), headers, body })
 }
 
+/// `{"type":…,"timestamp":…,"data":…}` plus `previous` and `actor` when
+/// present. The JSON values are the database's own text, embedded verbatim.
+fn body(delivery: &Claimed) -> String {
+    let optional = [("previous", &delivery.previous), ("actor", &delivery.actor)];
+    let extra: usize = optional.iter().map(|(_, v)| v.as_ref().map_or(0, |v| v.len() + 16)).sum();
+    let mut body = String::with_capacity(delivery.payload.len() + delivery.event_type.len() + extra + 80);
+    body.push_str("{\"type\":");
+    body.push_str(&Value::from(delivery.event_type.as_str()).to_string());
+    body.push_str(",\"timestamp\":");
+    body.push_str(&Value::from(delivery.occurred_at.as_str()).to_string());
+    body.push_str(",\"data\":");
+    body.push_str(&delivery.payload);
+    for (name, value) in optional {
+        if let Some(value) = value {
+            body.push_str(",\"");
+            body.push_str(name);
+            body.push_str("\":");
+            body.push_str(value);
+        }
+    }
+    body.push('}');
+    body
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
@@ -107,8 +113,8 @@ mod tests {
             event_id: Uuid::from_u128(7),
             event_type: "post.updated".into(),
             occurred_at: "2026-11-23T01:02:03.000004Z".into(),
-            payload: json!({"id": 1, "title": "new"}),
-            previous: Some(json!({"title": "old"})),
+            payload: json!({"id": 1, "title": "new"}).to_string(),
+            previous: Some(json!({"title": "old"}).to_string()),
             actor: None,
             url: "https://example.com/hook".into(),
             secrets: vec!["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into()],
@@ -145,6 +151,24 @@ mod tests {
             &request.body,
             signature
         ));
+    }
+
+    #[test]
+    fn the_body_embeds_json_text_verbatim_however_deep() {
+        let mut delivery = claimed();
+        delivery.event_type = "quote\"d".into();
+        delivery.payload = format!("{}1{}", "[".repeat(5000), "]".repeat(5000));
+        delivery.actor = Some(r#"{"id": 7}"#.into());
+        let request = build(&delivery, 0).unwrap();
+        let body = String::from_utf8(request.body).unwrap();
+        assert!(
+            body.starts_with(r#"{"type":"quote\"d","timestamp":"2026-11-23T01:02:03.000004Z","data":[[[["#)
+        );
+        assert!(
+            body.ends_with(r#"]]]],"previous":{"title":"old"},"actor":{"id": 7}}"#),
+            "{}",
+            &body[body.len() - 80..]
+        );
     }
 
     #[test]

@@ -90,6 +90,8 @@ create function postbox.outbox_validate() returns trigger
 language plpgsql
 set search_path = pg_catalog, pg_temp
 as $$
+declare
+    max_bytes int;
 begin
     if not exists (select 1 from postbox.event_types t where t.name = new.event_type) then
         raise exception 'unknown event type %', quote_literal(new.event_type)
@@ -99,6 +101,14 @@ begin
     if jsonb_typeof(new.payload) is distinct from 'object' then
         raise exception 'event payload must be a JSON object, got %', coalesce(jsonb_typeof(new.payload), 'NULL')
             using errcode = 'invalid_parameter_value';
+    end if;
+    -- Receivers and the relay hold whole payloads in memory; a DBA can raise
+    -- the limit with ALTER DATABASE ... SET postbox.max_payload_bytes = ...
+    max_bytes := coalesce(nullif(current_setting('postbox.max_payload_bytes', true), '')::int, 1048576);
+    if pg_column_size(new.payload) > max_bytes then
+        raise exception 'event payload is % bytes, more than the limit of % bytes', pg_column_size(new.payload), max_bytes
+            using errcode = 'program_limit_exceeded',
+                  hint = 'send a reference to the data instead, or raise postbox.max_payload_bytes';
     end if;
     if new.actor is not null and jsonb_typeof(new.actor) <> 'object' then
         raise exception 'event actor must be a JSON object, got %', jsonb_typeof(new.actor)

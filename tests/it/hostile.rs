@@ -80,7 +80,7 @@ async fn misbehave(mut socket: TcpStream, kind: Misbehaviour) -> std::io::Result
             }
         }
         Misbehaviour::Reset => {
-            socket.set_linger(Some(Duration::ZERO))?;
+            socket.set_zero_linger()?;
             drop(socket);
         }
     }

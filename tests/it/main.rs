@@ -1,12 +1,14 @@
 //! Integration tests against a real PostgreSQL and real HTTP receivers.
 //! Each test makes its own database (see support::db).
 
+mod bad_input;
 mod cli;
 mod deliverer;
 mod dispatcher;
 mod endpoint_health;
 mod faults;
 mod hostile;
+mod logs;
 mod network_policy;
 mod postgres_restart;
 mod relay;

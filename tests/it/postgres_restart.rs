@@ -4,7 +4,6 @@
 use std::time::{Duration, Instant};
 
 use postbox::schema;
-use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use crate::support::{app::test_settings, cluster::Cluster, Receiver};

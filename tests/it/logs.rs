@@ -1,0 +1,50 @@
+//! What the relay writes to its log: never a secret, a signature or a payload.
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::support::{process::RelayProcess, Receiver, Reply, TestApp};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn debug_logs_hold_no_secret_signature_or_payload() {
+    let app = TestApp::new().await;
+    let mut receiver = Receiver::start().await;
+    receiver.script([Reply::status(500).body("receiver-body-marker")]);
+    app.register("a.b").await;
+    let endpoint = app.subscribe(&receiver.url("/"), &["*"]).await;
+    let secret = app.secret(endpoint).await;
+    let mut relay = RelayProcess::start(
+        &app.db.url,
+        &[
+            ("RUST_LOG", "debug"),
+            ("POSTBOX_DELIVERY__RETRY_SCHEDULE", "0s,0s"),
+            ("POSTBOX_ADMIN__TOKEN", "admin-token-marker"),
+        ],
+    );
+    app.emit("a.b", json!({"card": "payload-marker-4242"})).await;
+    let failed = receiver.recv().await;
+    let delivered = receiver.recv().await;
+    // Bounded wait for the second attempt to be recorded.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while app.count("select count(*) from postbox.attempts").await < 2 {
+        assert!(Instant::now() < deadline, "attempts not recorded within 10 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    relay.signal(libc::SIGTERM);
+    assert!(relay.wait_exit(Duration::from_secs(20)).await.success());
+
+    let log = relay.log_text();
+    assert!(log.contains("delivery failed"), "the failure is logged:\n{log}");
+    let key = secret.trim_start_matches("whsec_");
+    for (what, needle) in [
+        ("the endpoint secret", key),
+        ("the admin token", "admin-token-marker"),
+        ("the payload", "payload-marker-4242"),
+        ("the response body", "receiver-body-marker"),
+        ("a signature", failed.header("webhook-signature").trim_start_matches("v1,")),
+        ("a signature", delivered.header("webhook-signature").trim_start_matches("v1,")),
+    ] {
+        assert!(!log.contains(needle), "the log holds {what}:\n{log}");
+    }
+}
