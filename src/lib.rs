@@ -117,6 +117,19 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
     Ok(())
 }
 
+/// Records what apps' inserts and subscriptions need to know of this relay:
+/// whether it listens for NOTIFY, and its outbound network policy.
+pub async fn publish_relay_settings(
+    client: &tokio_postgres::Client,
+    settings: &Settings,
+    notify: bool,
+) -> Result<(), tokio_postgres::Error> {
+    client.execute(db::sql::WAKEUP_SET_MODE, &[&notify]).await?;
+    let cidrs: Vec<String> = settings.network.allow_cidrs.iter().map(ToString::to_string).collect();
+    client.execute(db::sql::NETWORK_POLICY_SET, &[&settings.network.allow_private, &cidrs]).await?;
+    Ok(())
+}
+
 /// Waits until the database answers with the schema this binary expects and
 /// records the wake-up mode. False when shut down while waiting.
 async fn wait_for_schema(pool: &Pool, settings: &Settings, shutdown: &CancellationToken) -> bool {
@@ -131,9 +144,9 @@ async fn wait_for_schema(pool: &Pool, settings: &Settings, shutdown: &Cancellati
                     "schema version {version} installed, {} needed: run `postbox migrate`",
                     schema::latest_version()
                 ),
-                Ok(_) => match client.execute(db::sql::WAKEUP_SET_MODE, &[&notify]).await {
-                    Ok(_) => return true,
-                    Err(err) => format!("cannot set the wake-up mode: {err}"),
+                Ok(_) => match publish_relay_settings(&client, settings, notify).await {
+                    Ok(()) => return true,
+                    Err(err) => format!("cannot record the relay's settings: {err}"),
                 },
             },
         };

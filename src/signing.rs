@@ -96,7 +96,10 @@ mod tests {
     fn matches_signatures_made_by_the_standard_webhooks_library() {
         for (secret, id, timestamp, body, header) in LIBRARY_VECTORS {
             let key = SigningKey::from_secret(secret).unwrap();
-            assert_eq!(signature_header(std::slice::from_ref(&key), id, *timestamp, body.as_bytes()), *header);
+            assert_eq!(
+                signature_header(std::slice::from_ref(&key), id, *timestamp, body.as_bytes()),
+                *header
+            );
             assert!(verify(&key, id, *timestamp, body.as_bytes(), header));
         }
     }

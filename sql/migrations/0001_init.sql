@@ -218,6 +218,70 @@ begin
 end;
 $$;
 
+-- ---------------------------------------------------------------------------
+-- Outbound network policy, as the relays last reported it (postbox run writes
+-- its network.* settings here at start). Subscribing refuses URLs whose host
+-- is an inward IP literal; host names are checked by the relay after DNS.
+-- ---------------------------------------------------------------------------
+create table postbox.network_policy (
+    singleton     boolean primary key default true check (singleton),
+    allow_private boolean not null default false,
+    allow_cidrs   cidr[] not null default '{}',
+    updated_at    timestamptz not null default now()
+);
+insert into postbox.network_policy default values;
+
+-- Loopback, private, shared, link-local, metadata, documentation, multicast and
+-- reserved ranges (the relay's netpolicy module holds the same list).
+create function postbox.inward_ranges() returns cidr[]
+language sql immutable parallel safe
+as $$
+    select array[
+        '0.0.0.0/8', '127.0.0.0/8', '10.0.0.0/8', '172.16.0.0/12', '192.168.0.0/16', '100.64.0.0/10',
+        '169.254.0.0/16', '168.63.129.16/32', '192.0.0.0/24', '192.0.2.0/24', '198.51.100.0/24',
+        '203.0.113.0/24', '198.18.0.0/15', '224.0.0.0/4', '240.0.0.0/4',
+        '::/96', '::1/128', 'fc00::/7', 'fe80::/10', 'fec0::/10', 'ff00::/8', '2001:db8::/32',
+        '2001::/32', '100::/64', '64:ff9b::/96', '2002::/16'
+    ]::cidr[];
+$$;
+
+create function postbox.check_endpoint_network(url text) returns void
+language plpgsql stable
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+    host   text := rtrim(lower(substring(url from '^[^:]+://(\[[^]]*\]|[^/?#:]*)')), '.');
+    ip     inet;
+    policy record;
+begin
+    select * into policy from postbox.network_policy;
+    if host = 'localhost' or host like '%.localhost' then
+        ip := '127.0.0.1';
+    elsif host like '[%' then
+        ip := trim(both '[]' from host)::inet;
+        if ip << '::ffff:0:0/96' then -- IPv4-mapped: judge the IPv4 address
+            ip := '0.0.0.0'::inet + (ip - '::ffff:0.0.0.0'::inet);
+        end if;
+    elsif host ~ '^(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])(\.(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])){3}$' then
+        ip := host::inet;
+    elsif host ~ '(^|\.)(0x[0-9a-f]*|[0-9]+)\.?$' then
+        -- 127.1, 2130706433, 0x7f000001, 0177.0.0.1: browsers and URL parsers read IPv4 here
+        raise exception 'invalid endpoint url %: write an IPv4 address as four decimal numbers (a.b.c.d)', quote_literal(url)
+            using errcode = 'invalid_parameter_value';
+    else
+        return; -- a host name: the relay checks what it resolves to
+    end if;
+    if not coalesce(policy.allow_private, false)
+       and ip <<= any(postbox.inward_ranges())
+       and not ip <<= any(coalesce(policy.allow_cidrs, '{}')) then
+        raise exception 'endpoint url % is refused by network policy: % is a loopback, private, link-local or reserved address',
+            quote_literal(url), host(ip)
+            using errcode = 'insufficient_privilege',
+                  hint = 'relays allow such targets with network.allow_private or network.allow_cidrs';
+    end if;
+end;
+$$;
+
 create function postbox.check_endpoint_secret(secret text) returns void
 language plpgsql immutable
 set search_path = pg_catalog, pg_temp
@@ -311,6 +375,7 @@ declare
 begin
     if inserting or new.url is distinct from old.url then
         perform postbox.check_endpoint_url(new.url);
+        perform postbox.check_endpoint_network(new.url);
     end if;
     if inserting or new.secret is distinct from old.secret then
         perform postbox.check_endpoint_secret(new.secret);

@@ -228,6 +228,13 @@ async fn loopback_targets_are_refused_by_default_and_nothing_is_sent() {
     let app = TestApp::with_settings(&[("POSTBOX_NETWORK__ALLOW_PRIVATE", "false")]).await;
     let mut receiver = Receiver::start().await;
     app.register("a.b").await;
+    for url in [receiver.url("/"), format!("http://localhost:{}/", receiver.addr.port())] {
+        let err = app.sql.execute("select postbox.subscribe($1)", &[&url]).await.unwrap_err();
+        let message = err.as_db_error().unwrap().message().to_owned();
+        assert!(message.contains("refused by network policy"), "refused at subscribe time: {message}");
+    }
+    // Endpoints made while an earlier relay allowed private targets:
+    app.sql.batch_execute("update postbox.network_policy set allow_private = true").await.unwrap();
     let by_ip = app.subscribe(&receiver.url("/"), &["*"]).await;
     let by_name = app.subscribe(&format!("http://localhost:{}/", receiver.addr.port()), &["*"]).await;
     let event = app.emit("a.b", json!({})).await;

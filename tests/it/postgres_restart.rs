@@ -17,7 +17,13 @@ async fn the_relay_survives_postgres_restarts_and_loses_nothing() {
     {
         let mut client = postbox::db::connect(&url).await.unwrap();
         schema::migrate(&mut client).await.unwrap();
-        client.batch_execute("select postbox.register_event_type('a.b')").await.unwrap();
+        client
+            .batch_execute(
+                "select postbox.register_event_type('a.b');
+                 update postbox.network_policy set allow_private = true;",
+            )
+            .await
+            .unwrap();
         client.execute("select postbox.subscribe($1)", &[&receiver.url("/")]).await.unwrap();
     }
     // Polling once a minute: prompt deliveries after a restart need the

@@ -196,6 +196,42 @@ async fn subscribe_rejects_bad_urls_with_a_message_naming_them() {
 }
 
 #[tokio::test]
+async fn subscribe_refuses_inward_ip_literals_unless_the_relays_allow_them() {
+    let app = TestApp::with_settings(&[("POSTBOX_NETWORK__ALLOW_PRIVATE", "false")]).await;
+    for url in [
+        "http://127.0.0.1:8080/",
+        "http://10.1.2.3/",
+        "http://169.254.169.254/latest/meta-data",
+        "http://[::1]/",
+        "http://[::ffff:127.0.0.1]/",
+        "http://[fd00:ec2::254]/",
+        "http://localhost/",
+        "http://LOCALHOST./",
+        "http://api.localhost/",
+    ] {
+        let message = sql_error(&app, &format!("select postbox.subscribe('{url}')")).await;
+        assert!(message.contains("refused by network policy"), "{url}: {message}");
+    }
+    for url in ["http://127.1/", "http://2130706433/", "http://0x7f000001/", "http://0177.0.0.1/"] {
+        let message = sql_error(&app, &format!("select postbox.subscribe('{url}')")).await;
+        assert!(message.contains("four decimal numbers"), "{url}: {message}");
+    }
+    for url in ["https://8.8.8.8/", "https://[2606:4700::1111]/", "https://hooks.example.com/"] {
+        app.sql
+            .execute("select postbox.subscribe($1)", &[&url])
+            .await
+            .unwrap_or_else(|e| panic!("{url}: {e}"));
+    }
+
+    app.sql.batch_execute("update postbox.network_policy set allow_cidrs = '{10.0.0.0/8}'").await.unwrap();
+    app.sql.batch_execute("select postbox.subscribe('http://10.1.2.3/')").await.unwrap();
+    let message = sql_error(&app, "select postbox.subscribe('http://192.168.0.1/')").await;
+    assert!(message.contains("refused by network policy"), "{message}");
+    app.sql.batch_execute("update postbox.network_policy set allow_private = true").await.unwrap();
+    app.sql.batch_execute("select postbox.subscribe('http://192.168.0.1/')").await.unwrap();
+}
+
+#[tokio::test]
 async fn subscribe_checks_event_types_filter_and_headers() {
     let app = TestApp::new().await;
     app.register("order.created").await;

@@ -38,10 +38,14 @@ impl TestApp {
         let settings = test_settings(&db.url, overrides);
         let pool = db.pool();
         let sender = Sender::new(settings.sender_config()).expect("HTTP client builds");
+        let sql = db.connect().await;
+        // What `postbox run` does at start: subscriptions see its network policy.
+        let notify = settings.relay.wakeup == postbox::config::Wakeup::Notify;
+        postbox::publish_relay_settings(&sql, &settings, notify).await.expect("publish relay settings");
         Self {
             dispatcher: Dispatcher::new(pool.clone(), settings.dispatcher_config()),
             deliverer: Arc::new(Deliverer::new(pool.clone(), sender, settings.deliverer_config())),
-            sql: db.connect().await,
+            sql,
             settings,
             pool,
             db,
