@@ -637,3 +637,127 @@ begin
     execute format('drop trigger if exists postbox_track on %s', tbl);
 end;
 $$;
+
+-- ---------------------------------------------------------------------------
+-- Operations: rotate a secret, redeliver, replay, ping
+-- ---------------------------------------------------------------------------
+
+-- A new secret for an endpoint; the old one keeps signing alongside it for
+-- 24 hours, so receivers can switch without missing a webhook.
+create function postbox.rotate_secret(endpoint uuid) returns text
+language plpgsql
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+    new_secret text := postbox.generate_secret();
+begin
+    update postbox.endpoints e
+    set previous_secret = e.secret,
+        previous_secret_expires_at = now() + interval '24 hours',
+        secret = new_secret
+    where e.id = endpoint;
+    if not found then
+        raise exception 'no endpoint with id %', endpoint using errcode = 'no_data_found';
+    end if;
+    return new_secret;
+end;
+$$;
+
+-- Schedules one more attempt of a delivery, now, whatever its state. A
+-- delivery in flight is left to finish.
+create function postbox.redeliver(delivery uuid) returns void
+language plpgsql
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+    target record;
+begin
+    select d.id, d.status, d.lease_token, d.next_attempt_at, e.enabled, e.disabled_reason, e.id as endpoint_id
+    into target
+    from postbox.deliveries d
+    join postbox.endpoints e on e.id = d.endpoint_id
+    where d.id = delivery
+    for no key update of d;
+    if not found then
+        raise exception 'no delivery with id %', delivery using errcode = 'no_data_found';
+    end if;
+    if not target.enabled then
+        raise exception 'endpoint % is disabled (%): enable it first', target.endpoint_id,
+            coalesce(target.disabled_reason, 'by hand')
+            using errcode = 'object_not_in_prerequisite_state';
+    end if;
+    if target.lease_token is not null and target.next_attempt_at > now() then
+        return; -- in flight right now
+    end if;
+    update postbox.deliveries d
+    set status = 'pending', next_attempt_at = now(), lease_token = null, updated_at = now()
+    where d.id = delivery;
+    perform pg_notify('postbox', 'deliveries');
+end;
+$$;
+
+-- Sends again, to one endpoint, every event since `since` that it would
+-- receive today (event type patterns, tenant, filter): existing deliveries are
+-- attempted once more, missing ones are created. Returns how many.
+create function postbox.replay(endpoint uuid, since timestamptz) returns bigint
+language plpgsql
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+    target postbox.endpoints;
+    replayed bigint;
+begin
+    select * into target from postbox.endpoints e where e.id = endpoint;
+    if not found then
+        raise exception 'no endpoint with id %', endpoint using errcode = 'no_data_found';
+    end if;
+    if since is null then
+        raise exception 'replay needs a start time' using errcode = 'invalid_parameter_value';
+    end if;
+    with matching as (
+        select o.event_id
+        from postbox.outbox o
+        where o.occurred_at >= since
+          and (target.tenant is null or target.tenant = o.tenant)
+          and (target.filter is null or o.payload @> target.filter)
+          and postbox.event_type_matches(target.event_types, o.event_type)
+    ),
+    upserted as (
+        insert into postbox.deliveries as d (event_id, endpoint_id, next_attempt_at)
+        select m.event_id, endpoint, now() from matching m
+        on conflict on constraint deliveries_event_endpoint_key do update
+            set status = 'pending', next_attempt_at = now(), lease_token = null, updated_at = now()
+            where d.lease_token is null or d.next_attempt_at <= now()
+        returning 1
+    )
+    select count(*) into replayed from upserted;
+    if replayed > 0 then
+        perform pg_notify('postbox', 'deliveries');
+    end if;
+    return replayed;
+end;
+$$;
+
+-- A `postbox.ping` event for one endpoint only, to check that it receives and
+-- verifies webhooks (like GitHub's ping). Returns the event id.
+create function postbox.ping(endpoint uuid) returns uuid
+language plpgsql
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+    event uuid;
+begin
+    if not exists (select 1 from postbox.endpoints e where e.id = endpoint) then
+        raise exception 'no endpoint with id %', endpoint using errcode = 'no_data_found';
+    end if;
+    -- Dispatched already: the dispatcher must not fan it out to others.
+    insert into postbox.outbox (event_type, payload, dispatched_at)
+    values ('postbox.ping', jsonb_build_object('endpoint_id', endpoint, 'message', 'ping from postbox'), now())
+    returning event_id into event;
+    insert into postbox.deliveries (event_id, endpoint_id, next_attempt_at) values (event, endpoint, now());
+    perform pg_notify('postbox', 'deliveries');
+    return event;
+end;
+$$;
+
+select postbox.register_event_type('postbox.ping', 'A test event sent to one endpoint on request');

@@ -10,6 +10,7 @@ mod faults;
 mod hostile;
 mod logs;
 mod network_policy;
+mod operations;
 mod postgres_restart;
 mod relay;
 mod schema;
