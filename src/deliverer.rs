@@ -5,10 +5,7 @@
 
 use std::{
     collections::HashMap,
-    sync::{
-        atomic::{AtomicU64, Ordering},
-        Arc, Mutex,
-    },
+    sync::{Arc, Mutex},
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
@@ -24,6 +21,7 @@ use uuid::Uuid;
 
 use crate::{
     db::{sql, QueryError},
+    metrics::Metrics,
     retry::{self, Decision, RetryPolicy},
     sender::{Response, Sender},
     webhook::{self, Claimed},
@@ -71,8 +69,7 @@ pub struct Deliverer {
     in_flight: Mutex<HashMap<Uuid, Uuid>>,
     /// Requests in flight per endpoint, for the per-endpoint cap.
     endpoint_load: Mutex<HashMap<Uuid, usize>>,
-    /// Requests made since start, for the shutdown summary.
-    attempts_made: AtomicU64,
+    metrics: Arc<Metrics>,
 }
 
 /// What one batch write did.
@@ -84,15 +81,8 @@ pub struct Recorded {
 }
 
 impl Deliverer {
-    pub fn new(pool: Pool, sender: Sender, config: DelivererConfig) -> Self {
-        Self {
-            pool,
-            sender,
-            config,
-            in_flight: Mutex::default(),
-            endpoint_load: Mutex::default(),
-            attempts_made: AtomicU64::new(0),
-        }
+    pub fn new(pool: Pool, sender: Sender, config: DelivererConfig, metrics: Arc<Metrics>) -> Self {
+        Self { pool, sender, config, in_flight: Mutex::default(), endpoint_load: Mutex::default(), metrics }
     }
 
     /// Claims up to `limit` due deliveries in one short statement.
@@ -160,7 +150,7 @@ impl Deliverer {
     /// wrong with the endpoint is in the record.
     #[tracing::instrument(skip_all, fields(delivery.id = %delivery.id, attempt = delivery.attempt_number))]
     pub async fn attempt(&self, delivery: Claimed) -> AttemptRecord {
-        self.attempts_made.fetch_add(1, Ordering::Relaxed);
+        self.metrics.request_started();
         let started_at = SystemTime::now();
         let timestamp = started_at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
         let clock = Instant::now();
@@ -189,7 +179,7 @@ impl Deliverer {
             error,
             decision,
         };
-        match result {
+        let record = match result {
             Ok(Response { status, headers, body }) => {
                 let retry_after = headers
                     .get(reqwest::header::RETRY_AFTER)
@@ -213,7 +203,9 @@ impl Deliverer {
                 warn!(%error, ?decision, "delivery failed");
                 record(decision, None, None, None, Some(error))
             }
-        }
+        };
+        self.metrics.request_finished(&record.decision, duration);
+        record
     }
 
     /// Writes a batch of attempts in one round trip, with the endpoints'
@@ -397,7 +389,7 @@ impl Deliverer {
                 warn!(error = %err, "could not release deliveries; their leases will expire")
             }
         }
-        info!(attempts = self.attempts_made.load(Ordering::Relaxed), "deliverer stopped");
+        info!(attempts = self.metrics.attempts_total(), "deliverer stopped");
     }
 
     /// Writes outcomes as they arrive, as many per round trip as are waiting.

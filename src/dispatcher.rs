@@ -17,6 +17,7 @@ use tracing::{debug, error, info};
 use crate::{
     db::{sql, QueryError},
     deliverer::{backoff, sleep_or_cancel},
+    metrics::Metrics,
 };
 
 pub type Result<T = ()> = std::result::Result<T, QueryError>;
@@ -44,11 +45,12 @@ pub struct Dispatched {
 pub struct Dispatcher {
     pool: Pool,
     config: DispatcherConfig,
+    metrics: Arc<Metrics>,
 }
 
 impl Dispatcher {
-    pub fn new(pool: Pool, config: DispatcherConfig) -> Self {
-        Self { pool, config }
+    pub fn new(pool: Pool, config: DispatcherConfig, metrics: Arc<Metrics>) -> Self {
+        Self { pool, config, metrics }
     }
 
     /// Dispatches one batch of at most `batch_size` events.
@@ -62,6 +64,7 @@ impl Dispatcher {
             )
             .await?;
         let dispatched = Dispatched { events: row.get("events"), deliveries: row.get("deliveries") };
+        self.metrics.dispatched(dispatched.events, dispatched.deliveries);
         if dispatched.events > 0 {
             debug!(events = dispatched.events, deliveries = dispatched.deliveries, "dispatched");
         }

@@ -5,10 +5,13 @@
 //! Standard Webhooks spec, and records every attempt. The two meet only in
 //! the database, so any number of relays can run against one database.
 
+pub mod admin;
+pub mod api;
 pub mod config;
 pub mod db;
 pub mod deliverer;
 pub mod dispatcher;
+pub mod metrics;
 pub mod netpolicy;
 pub mod retry;
 pub mod schema;
@@ -18,16 +21,19 @@ pub mod telemetry;
 pub mod wakeup;
 pub mod webhook;
 
-use std::sync::Arc;
+use std::{net::SocketAddr, sync::Arc};
 
 use deadpool_postgres::Pool;
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::{
+    api::ApiState,
     config::{Settings, Wakeup as WakeupMode},
     deliverer::{Deliverer, DelivererConfig},
     dispatcher::{Dispatcher, DispatcherConfig},
+    metrics::Metrics,
     netpolicy::NetworkPolicy,
     retry::RetryPolicy,
     sender::{Sender, SenderConfig},
@@ -42,6 +48,8 @@ pub enum Error {
     Db(#[from] db::Error),
     #[error("cannot build the HTTP client: {0}")]
     Http(#[from] reqwest::Error),
+    #[error("cannot listen on {address} (admin.listen): {source}")]
+    Listen { address: SocketAddr, source: std::io::Error },
 }
 
 impl Settings {
@@ -88,33 +96,81 @@ impl Settings {
     }
 }
 
-/// Runs the relay until `shutdown` is cancelled: waits for the database and a
-/// current schema, then runs the dispatcher, the deliverer and (in notify
-/// mode) the LISTEN connection side by side.
+/// A relay whose admin address is bound, ready to [`Relay::run`].
+pub struct Relay {
+    settings: Settings,
+    pool: Pool,
+    sender: Sender,
+    admin: TcpListener,
+    metrics: Arc<Metrics>,
+}
+
+impl Relay {
+    /// Checks the settings, builds the pool and HTTP client and binds
+    /// `admin.listen`, so that a bad address fails start-up at once.
+    pub async fn bind(settings: Settings) -> Result<Self, Error> {
+        let pool = db::pool(settings.database_url()?, settings.database.pool_size)?;
+        let sender = Sender::new(settings.sender_config())?;
+        let admin = TcpListener::bind(settings.admin.listen)
+            .await
+            .map_err(|source| Error::Listen { address: settings.admin.listen, source })?;
+        Ok(Self { settings, pool, sender, admin, metrics: Arc::default() })
+    }
+
+    /// The admin HTTP address actually bound (useful with port 0).
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin.local_addr().expect("a bound listener has an address")
+    }
+
+    /// Runs until `shutdown` is cancelled: serves the admin HTTP API at once,
+    /// waits for the database and a current schema, then runs the dispatcher,
+    /// the deliverer and (in notify mode) the LISTEN connection side by side.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), Error> {
+        let Relay { settings, pool, sender, admin, metrics } = self;
+        let state = ApiState {
+            pool: pool.clone(),
+            metrics: Arc::clone(&metrics),
+            token: settings.admin.token.clone(),
+            listen: admin.local_addr().expect("a bound listener has an address"),
+        };
+        info!(address = %state.listen, "admin HTTP listening");
+        let admin_server = tokio::spawn(api::serve(admin, state, shutdown.clone()));
+
+        if wait_for_schema(&pool, &settings, &shutdown).await {
+            let url = settings.database_url()?.to_owned();
+            let wakeup = Wakeup::default();
+            let listener = (settings.relay.wakeup == WakeupMode::Notify)
+                .then(|| tokio::spawn(wakeup.clone().listen(url, shutdown.clone())));
+            let dispatcher =
+                Dispatcher::new(pool.clone(), settings.dispatcher_config(), Arc::clone(&metrics));
+            let deliverer = Arc::new(Deliverer::new(
+                pool.clone(),
+                sender,
+                settings.deliverer_config(),
+                Arc::clone(&metrics),
+            ));
+            info!(wakeup = ?settings.relay.wakeup, concurrency = settings.relay.concurrency, "relay started");
+
+            let dispatching = tokio::spawn(dispatcher.run(wakeup.dispatcher.clone(), shutdown.clone()));
+            let delivering = tokio::spawn(deliverer.run(wakeup.deliverer.clone(), shutdown.clone()));
+            let _ = tokio::join!(dispatching, delivering);
+            if let Some(listener) = listener {
+                let _ = listener.await;
+            }
+        }
+        shutdown.cancel(); // stops the admin server too, if the loops ended on their own
+        if let Ok(Err(err)) = admin_server.await {
+            warn!(error = %err, "admin HTTP server failed");
+        }
+        pool.close();
+        info!("relay stopped");
+        Ok(())
+    }
+}
+
+/// Binds and runs a relay until `shutdown` is cancelled.
 pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), Error> {
-    let url = settings.database_url()?.to_owned();
-    let pool = db::pool(&url, settings.database.pool_size)?;
-    let sender = Sender::new(settings.sender_config())?;
-    if !wait_for_schema(&pool, &settings, &shutdown).await {
-        return Ok(());
-    }
-
-    let wakeup = Wakeup::default();
-    let listener = (settings.relay.wakeup == WakeupMode::Notify)
-        .then(|| tokio::spawn(wakeup.clone().listen(url, shutdown.clone())));
-    let dispatcher = Dispatcher::new(pool.clone(), settings.dispatcher_config());
-    let deliverer = Arc::new(Deliverer::new(pool.clone(), sender, settings.deliverer_config()));
-    info!(wakeup = ?settings.relay.wakeup, concurrency = settings.relay.concurrency, "relay started");
-
-    let dispatching = tokio::spawn(dispatcher.run(wakeup.dispatcher.clone(), shutdown.clone()));
-    let delivering = tokio::spawn(deliverer.run(wakeup.deliverer.clone(), shutdown.clone()));
-    let _ = tokio::join!(dispatching, delivering);
-    if let Some(listener) = listener {
-        let _ = listener.await;
-    }
-    pool.close();
-    info!("relay stopped");
-    Ok(())
+    Relay::bind(settings).await?.run(shutdown).await
 }
 
 /// Records what apps' inserts and subscriptions need to know of this relay:

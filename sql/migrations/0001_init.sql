@@ -14,6 +14,14 @@ create table if not exists postbox.schema_migrations (
 );
 insert into postbox.schema_migrations (version, name) values (1, 'init');
 
+-- Timestamps as RFC 3339 in UTC with microseconds, the way the wire and the
+-- admin API show them.
+create function postbox.rfc3339(ts timestamptz) returns text
+language sql immutable parallel safe
+as $$
+    select to_char(ts at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"');
+$$;
+
 -- ---------------------------------------------------------------------------
 -- Event type catalog
 -- ---------------------------------------------------------------------------
@@ -491,6 +499,8 @@ create table postbox.attempts (
     constraint attempts_status_or_error check ((response_status is null) <> (error is null))
 );
 create index attempts_delivery_idx on postbox.attempts (delivery_id, attempt_number);
+-- recent throughput (postbox status) and, later, retention
+create index attempts_started_idx on postbox.attempts (started_at);
 
 -- ---------------------------------------------------------------------------
 -- Tracked tables: row triggers that emit <subject>.created|updated|destroyed

@@ -78,6 +78,7 @@ async fn run_exits_zero_on_sigterm() {
     let mut child = Command::new(env!("CARGO_BIN_EXE_postbox"))
         .arg("run")
         .env("DATABASE_URL", &db.url)
+        .env("POSTBOX_ADMIN__LISTEN", "127.0.0.1:0")
         .env("RUST_LOG", "info")
         .stderr(Stdio::piped())
         .spawn()

@@ -1,6 +1,7 @@
 //! Integration tests against a real PostgreSQL and real HTTP receivers.
 //! Each test makes its own database (see support::db).
 
+mod api;
 mod bad_input;
 mod cli;
 mod deliverer;

@@ -136,9 +136,9 @@ async fn deliver_once(
     overrides.push(("POSTBOX_DELIVERY__RETRY_SCHEDULE", "0s"));
     let settings = test_settings(db_url, &overrides);
     let pool = postbox::db::pool(db_url, 4).unwrap();
-    let dispatcher = Dispatcher::new(pool.clone(), settings.dispatcher_config());
-    let deliverer =
-        Deliverer::new(pool, Sender::new(settings.sender_config()).unwrap(), settings.deliverer_config());
+    let dispatcher = Dispatcher::new(pool.clone(), settings.dispatcher_config(), Default::default());
+    let sender = Sender::new(settings.sender_config()).unwrap();
+    let deliverer = Deliverer::new(pool, sender, settings.deliverer_config(), Default::default());
     let event: uuid::Uuid =
         sql.query_one("select postbox.emit('probe.sent', '{}')", &[]).await.unwrap().get(0);
     dispatcher.run_once().await.unwrap();

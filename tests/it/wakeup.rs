@@ -84,7 +84,11 @@ async fn a_dispatcher_draining_a_backlog_marks_itself_busy_and_clears_the_mark_w
         .unwrap();
     let shutdown = tokio_util::sync::CancellationToken::new();
     let wake = std::sync::Arc::new(tokio::sync::Notify::new());
-    let dispatcher = postbox::dispatcher::Dispatcher::new(app.pool.clone(), app.settings.dispatcher_config());
+    let dispatcher = postbox::dispatcher::Dispatcher::new(
+        app.pool.clone(),
+        app.settings.dispatcher_config(),
+        Default::default(),
+    );
     let running = tokio::spawn(dispatcher.run(wake, shutdown.clone()));
 
     // Bounded wait for the backlog to drain.

@@ -43,8 +43,13 @@ impl TestApp {
         let notify = settings.relay.wakeup == postbox::config::Wakeup::Notify;
         postbox::publish_relay_settings(&sql, &settings, notify).await.expect("publish relay settings");
         Self {
-            dispatcher: Dispatcher::new(pool.clone(), settings.dispatcher_config()),
-            deliverer: Arc::new(Deliverer::new(pool.clone(), sender, settings.deliverer_config())),
+            dispatcher: Dispatcher::new(pool.clone(), settings.dispatcher_config(), Arc::default()),
+            deliverer: Arc::new(Deliverer::new(
+                pool.clone(),
+                sender,
+                settings.deliverer_config(),
+                Arc::default(),
+            )),
             sql,
             settings,
             pool,
@@ -126,6 +131,7 @@ pub fn test_settings(database_url: &str, overrides: &[(&str, &str)]) -> Settings
     let mut env = vec![
         ("DATABASE_URL".to_owned(), database_url.to_owned()),
         ("POSTBOX_NETWORK__ALLOW_PRIVATE".to_owned(), "true".to_owned()),
+        ("POSTBOX_ADMIN__LISTEN".to_owned(), "127.0.0.1:0".to_owned()),
         ("POSTBOX_RELAY__POLL_INTERVAL".to_owned(), "100ms".to_owned()),
         ("POSTBOX_RELAY__LEASE".to_owned(), "10s".to_owned()),
         ("POSTBOX_DELIVERY__TIMEOUT".to_owned(), "2s".to_owned()),

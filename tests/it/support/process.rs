@@ -25,6 +25,7 @@ impl RelayProcess {
             .env_remove("DATABASE_URL")
             .env("POSTBOX_DATABASE__URL", database_url)
             .env("POSTBOX_NETWORK__ALLOW_PRIVATE", "true")
+            .env("POSTBOX_ADMIN__LISTEN", "127.0.0.1:0")
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).expect("create relay log"));

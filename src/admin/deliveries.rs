@@ -1,0 +1,161 @@
+//! Deliveries and their attempts: list with filters, show, redeliver.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio_postgres::{types::ToSql, Client, Row};
+use uuid::Uuid;
+
+use super::{Error, Result};
+
+const COLUMNS: &str =
+    "d.id, d.event_id, d.endpoint_id, e.url as endpoint_url, o.event_type, o.tenant, d.status,
+    d.attempt_count, postbox.rfc3339(d.next_attempt_at) as next_attempt_at, d.last_error,
+    postbox.rfc3339(d.created_at) as created_at, postbox.rfc3339(d.updated_at) as updated_at";
+
+const FROM: &str = "from postbox.deliveries d
+    join postbox.endpoints e on e.id = d.endpoint_id
+    join postbox.outbox o on o.event_id = d.event_id";
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Delivery {
+    pub id: Uuid,
+    pub event_id: Uuid,
+    pub endpoint_id: Uuid,
+    pub endpoint_url: String,
+    pub event_type: String,
+    pub tenant: Option<String>,
+    pub status: String,
+    pub attempt_count: i32,
+    pub next_attempt_at: Option<String>,
+    pub last_error: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+impl From<&Row> for Delivery {
+    fn from(row: &Row) -> Self {
+        Self {
+            id: row.get("id"),
+            event_id: row.get("event_id"),
+            endpoint_id: row.get("endpoint_id"),
+            endpoint_url: row.get("endpoint_url"),
+            event_type: row.get("event_type"),
+            tenant: row.get("tenant"),
+            status: row.get("status"),
+            attempt_count: row.get("attempt_count"),
+            next_attempt_at: row.get("next_attempt_at"),
+            last_error: row.get("last_error"),
+            created_at: row.get("created_at"),
+            updated_at: row.get("updated_at"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Attempt {
+    pub attempt_number: i32,
+    pub started_at: String,
+    pub duration_ms: i32,
+    pub request_headers: Option<Value>,
+    pub response_status: Option<i32>,
+    pub response_headers: Option<Value>,
+    pub response_body: Option<String>,
+    pub error: Option<String>,
+}
+
+/// A delivery with the event it carries and every attempt.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct DeliveryDetail {
+    #[serde(flatten)]
+    pub delivery: Delivery,
+    pub payload: Value,
+    pub attempts: Vec<Attempt>,
+}
+
+/// Filters for [`list`]; all optional. Newest first; `before` (a delivery's
+/// `created_at`) pages back.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Filter {
+    pub endpoint_id: Option<Uuid>,
+    pub status: Option<String>,
+    pub event_type: Option<String>,
+    pub tenant: Option<String>,
+    pub since: Option<String>,
+    pub before: Option<String>,
+    pub limit: Option<i64>,
+}
+
+pub const MAX_LIMIT: i64 = 1000;
+
+pub async fn list(client: &Client, filter: &Filter) -> Result<Vec<Delivery>> {
+    if let Some(status) = &filter.status {
+        if !["pending", "succeeded", "failed", "cancelled"].contains(&status.as_str()) {
+            return Err(Error::Invalid(format!(
+                "unknown status {status:?}: expected pending, succeeded, failed or cancelled"
+            )));
+        }
+    }
+    let limit = filter.limit.unwrap_or(50);
+    if !(1..=MAX_LIMIT).contains(&limit) {
+        return Err(Error::Invalid(format!("limit must be between 1 and {MAX_LIMIT}")));
+    }
+    let candidates: [(&str, Option<&(dyn ToSql + Sync)>); 6] = [
+        ("d.endpoint_id = $", filter.endpoint_id.as_ref().map(|v| v as _)),
+        ("d.status = $", filter.status.as_ref().map(|v| v as _)),
+        ("o.event_type = $", filter.event_type.as_ref().map(|v| v as _)),
+        ("o.tenant = $", filter.tenant.as_ref().map(|v| v as _)),
+        ("d.created_at >= $::text::timestamptz", filter.since.as_ref().map(|v| v as _)),
+        ("d.created_at < $::text::timestamptz", filter.before.as_ref().map(|v| v as _)),
+    ];
+    let mut conditions = Vec::new();
+    let mut params: Vec<&(dyn ToSql + Sync)> = Vec::new();
+    for (template, value) in candidates {
+        if let Some(value) = value {
+            params.push(value);
+            conditions.push(template.replace('$', &format!("${}", params.len())));
+        }
+    }
+    params.push(&limit);
+    let where_clause =
+        if conditions.is_empty() { String::new() } else { format!("where {}", conditions.join(" and ")) };
+    let query = format!(
+        "select {COLUMNS} {FROM} {where_clause} order by d.created_at desc, d.id limit ${}",
+        params.len()
+    );
+    let rows = client.query(&query, &params).await?;
+    Ok(rows.iter().map(Delivery::from).collect())
+}
+
+pub async fn get(client: &Client, id: Uuid) -> Result<DeliveryDetail> {
+    let row = client
+        .query_opt(&format!("select {COLUMNS}, o.payload {FROM} where d.id = $1"), &[&id])
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("no delivery with id {id}")))?;
+    let attempts = client
+        .query(
+            "select attempt_number, postbox.rfc3339(started_at) as started_at, duration_ms, request_headers,
+                    response_status, response_headers, response_body, error
+             from postbox.attempts where delivery_id = $1 order by attempt_number, id",
+            &[&id],
+        )
+        .await?
+        .iter()
+        .map(|r| Attempt {
+            attempt_number: r.get("attempt_number"),
+            started_at: r.get("started_at"),
+            duration_ms: r.get("duration_ms"),
+            request_headers: r.get("request_headers"),
+            response_status: r.get("response_status"),
+            response_headers: r.get("response_headers"),
+            response_body: r.get("response_body"),
+            error: r.get("error"),
+        })
+        .collect();
+    Ok(DeliveryDetail { delivery: Delivery::from(&row), payload: row.get("payload"), attempts })
+}
+
+pub async fn redeliver(client: &Client, id: Uuid) -> Result<()> {
+    client.execute("select postbox.redeliver($1)", &[&id]).await?;
+    Ok(())
+}

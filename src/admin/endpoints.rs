@@ -1,0 +1,229 @@
+//! Endpoints: list, show, create, update, enable/disable, delete, rotate, ping, replay.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio_postgres::{Client, Row};
+use uuid::Uuid;
+
+use super::{Error, Result};
+
+const COLUMNS: &str =
+    "e.id, e.url, e.event_types, e.tenant, e.filter, e.headers, e.enabled, e.disabled_reason,
+    e.description, postbox.rfc3339(e.failing_since) as failing_since,
+    postbox.rfc3339(e.previous_secret_expires_at) as previous_secret_expires_at,
+    postbox.rfc3339(e.created_at) as created_at, postbox.rfc3339(e.updated_at) as updated_at";
+
+/// An endpoint as operators see it: never with its secret.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Endpoint {
+    pub id: Uuid,
+    pub url: String,
+    pub event_types: Vec<String>,
+    pub tenant: Option<String>,
+    pub filter: Option<Value>,
+    pub headers: Value,
+    pub enabled: bool,
+    pub disabled_reason: Option<String>,
+    pub description: Option<String>,
+    /// Start of the current run of failed attempts.
+    pub failing_since: Option<String>,
+    /// While set, a rotated-out secret still signs alongside the current one.
+    pub previous_secret_expires_at: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+impl From<&Row> for Endpoint {
+    fn from(row: &Row) -> Self {
+        Self {
+            id: row.get("id"),
+            url: row.get("url"),
+            event_types: row.get("event_types"),
+            tenant: row.get("tenant"),
+            filter: row.get("filter"),
+            headers: row.get("headers"),
+            enabled: row.get("enabled"),
+            disabled_reason: row.get("disabled_reason"),
+            description: row.get("description"),
+            failing_since: row.get("failing_since"),
+            previous_secret_expires_at: row.get("previous_secret_expires_at"),
+            created_at: row.get("created_at"),
+            updated_at: row.get("updated_at"),
+        }
+    }
+}
+
+/// What creating an endpoint takes. Unset fields get the SQL defaults.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewEndpoint {
+    pub url: String,
+    #[serde(default)]
+    pub event_types: Option<Vec<String>>,
+    #[serde(default)]
+    pub tenant: Option<String>,
+    #[serde(default)]
+    pub filter: Option<Value>,
+    #[serde(default)]
+    pub headers: Option<Value>,
+    #[serde(default)]
+    pub description: Option<String>,
+    /// `whsec_…`; generated when absent.
+    #[serde(default)]
+    pub secret: Option<String>,
+}
+
+/// A change to an endpoint: only the fields given change. `tenant`, `filter`
+/// and `description` take JSON `null` to clear them.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointUpdate {
+    #[serde(default)]
+    pub url: Option<String>,
+    #[serde(default)]
+    pub event_types: Option<Vec<String>>,
+    #[serde(default, with = "double_option")]
+    pub tenant: Option<Option<String>>,
+    #[serde(default, with = "double_option")]
+    pub filter: Option<Option<Value>>,
+    #[serde(default)]
+    pub headers: Option<Value>,
+    #[serde(default, with = "double_option")]
+    pub description: Option<Option<String>>,
+    #[serde(default)]
+    pub enabled: Option<bool>,
+}
+
+/// A new endpoint and its secret, which is shown this once.
+#[derive(Debug, Clone, Serialize)]
+pub struct Created {
+    #[serde(flatten)]
+    pub endpoint: Endpoint,
+    pub secret: String,
+}
+
+pub async fn list(client: &Client) -> Result<Vec<Endpoint>> {
+    let rows = client
+        .query(&format!("select {COLUMNS} from postbox.endpoints e order by e.created_at, e.id"), &[])
+        .await?;
+    Ok(rows.iter().map(Endpoint::from).collect())
+}
+
+pub async fn get(client: &Client, id: Uuid) -> Result<Endpoint> {
+    let row = client
+        .query_opt(&format!("select {COLUMNS} from postbox.endpoints e where e.id = $1"), &[&id])
+        .await?;
+    row.as_ref().map(Endpoint::from).ok_or_else(|| not_found(id))
+}
+
+pub async fn create(client: &Client, new: &NewEndpoint) -> Result<Created> {
+    let event_types = new.event_types.clone().unwrap_or_else(|| vec!["*".to_owned()]);
+    let headers = new.headers.clone().unwrap_or_else(|| Value::Object(Default::default()));
+    let row = client
+        .query_one(
+            &format!(
+                "insert into postbox.endpoints as e (url, event_types, tenant, filter, headers, description, secret)
+                 values ($1, $2, $3, $4, $5, $6, coalesce($7, postbox.generate_secret()))
+                 returning {COLUMNS}, e.secret"
+            ),
+            &[&new.url, &event_types, &new.tenant, &new.filter, &headers, &new.description, &new.secret],
+        )
+        .await?;
+    Ok(Created { endpoint: Endpoint::from(&row), secret: row.get("secret") })
+}
+
+pub async fn update(client: &Client, id: Uuid, change: &EndpointUpdate) -> Result<Endpoint> {
+    // Each nullable column gets a "given" flag, so that null can clear it.
+    let row = client
+        .query_opt(
+            &format!(
+                "update postbox.endpoints as e set
+                    url = coalesce($2, e.url),
+                    event_types = coalesce($3, e.event_types),
+                    tenant = case when $4 then $5 else e.tenant end,
+                    filter = case when $6 then $7 else e.filter end,
+                    headers = coalesce($8, e.headers),
+                    description = case when $9 then $10 else e.description end,
+                    enabled = coalesce($11, e.enabled),
+                    disabled_reason = case when $11 = false then 'disabled by an operator' else e.disabled_reason end
+                 where e.id = $1
+                 returning {COLUMNS}"
+            ),
+            &[
+                &id,
+                &change.url,
+                &change.event_types,
+                &change.tenant.is_some(),
+                &change.tenant.clone().flatten(),
+                &change.filter.is_some(),
+                &change.filter.clone().flatten(),
+                &change.headers,
+                &change.description.is_some(),
+                &change.description.clone().flatten(),
+                &change.enabled,
+            ],
+        )
+        .await?;
+    row.as_ref().map(Endpoint::from).ok_or_else(|| not_found(id))
+}
+
+pub async fn set_enabled(client: &Client, id: Uuid, enabled: bool) -> Result<Endpoint> {
+    update(client, id, &EndpointUpdate { enabled: Some(enabled), ..Default::default() }).await
+}
+
+pub async fn delete(client: &Client, id: Uuid) -> Result<()> {
+    client.execute("select postbox.unsubscribe($1)", &[&id]).await?;
+    Ok(())
+}
+
+/// The new secret; the old one signs alongside it for 24 hours.
+pub async fn rotate_secret(client: &Client, id: Uuid) -> Result<String> {
+    Ok(client.query_one("select postbox.rotate_secret($1)", &[&id]).await?.get(0))
+}
+
+/// Sends a `postbox.ping` event to this endpoint only; returns its event id.
+pub async fn ping(client: &Client, id: Uuid) -> Result<Uuid> {
+    Ok(client.query_one("select postbox.ping($1)", &[&id]).await?.get(0))
+}
+
+/// Re-sends every matching event since `since`: a duration back from now
+/// (`24h`, `30m`) or a timestamp (`2026-11-20T00:00:00Z`). Returns how many.
+pub async fn replay(client: &Client, id: Uuid, since: &str) -> Result<i64> {
+    let row = match crate::config::parse_duration(since) {
+        Ok(ago) => {
+            let seconds = ago.as_secs_f64();
+            client
+                .query_one("select postbox.replay($1, now() - make_interval(secs => $2))", &[&id, &seconds])
+                .await?
+        }
+        Err(_) => {
+            client.query_one("select postbox.replay($1, $2::text::timestamptz)", &[&id, &since]).await?
+        }
+    };
+    Ok(row.get(0))
+}
+
+fn not_found(id: Uuid) -> Error {
+    Error::NotFound(format!("no endpoint with id {id}"))
+}
+
+/// `Option<Option<T>>` that tells an absent field from an explicit `null`.
+mod double_option {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn deserialize<'de, T: Deserialize<'de>, D: Deserializer<'de>>(
+        de: D,
+    ) -> Result<Option<Option<T>>, D::Error> {
+        Option::<T>::deserialize(de).map(Some)
+    }
+
+    pub fn serialize<T: Serialize, S: Serializer>(
+        value: &Option<Option<T>>,
+        ser: S,
+    ) -> Result<S::Ok, S::Error> {
+        match value {
+            Some(inner) => inner.serialize(ser),
+            None => ser.serialize_none(),
+        }
+    }
+}

@@ -1,0 +1,87 @@
+//! `/api/v1/endpoints`
+
+use axum::{extract::State, http::StatusCode, Json};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use super::{ApiJson, ApiPath, ApiResult, ApiState};
+use crate::admin::endpoints::{self, Created, Endpoint, EndpointUpdate, NewEndpoint};
+
+pub async fn list(State(state): State<ApiState>) -> ApiResult<Json<Vec<Endpoint>>> {
+    let client = state.pool.get().await?;
+    Ok(Json(endpoints::list(&client).await?))
+}
+
+pub async fn create(
+    State(state): State<ApiState>,
+    ApiJson(new): ApiJson<NewEndpoint>,
+) -> ApiResult<(StatusCode, Json<Created>)> {
+    let client = state.pool.get().await?;
+    Ok((StatusCode::CREATED, Json(endpoints::create(&client, &new).await?)))
+}
+
+pub async fn show(State(state): State<ApiState>, ApiPath(id): ApiPath<Uuid>) -> ApiResult<Json<Endpoint>> {
+    let client = state.pool.get().await?;
+    Ok(Json(endpoints::get(&client, id).await?))
+}
+
+pub async fn update(
+    State(state): State<ApiState>,
+    ApiPath(id): ApiPath<Uuid>,
+    ApiJson(change): ApiJson<EndpointUpdate>,
+) -> ApiResult<Json<Endpoint>> {
+    let client = state.pool.get().await?;
+    Ok(Json(endpoints::update(&client, id, &change).await?))
+}
+
+pub async fn delete(State(state): State<ApiState>, ApiPath(id): ApiPath<Uuid>) -> ApiResult<StatusCode> {
+    let client = state.pool.get().await?;
+    endpoints::delete(&client, id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn enable(State(state): State<ApiState>, ApiPath(id): ApiPath<Uuid>) -> ApiResult<Json<Endpoint>> {
+    let client = state.pool.get().await?;
+    Ok(Json(endpoints::set_enabled(&client, id, true).await?))
+}
+
+pub async fn disable(State(state): State<ApiState>, ApiPath(id): ApiPath<Uuid>) -> ApiResult<Json<Endpoint>> {
+    let client = state.pool.get().await?;
+    Ok(Json(endpoints::set_enabled(&client, id, false).await?))
+}
+
+pub async fn rotate_secret(
+    State(state): State<ApiState>,
+    ApiPath(id): ApiPath<Uuid>,
+) -> ApiResult<Json<Value>> {
+    let client = state.pool.get().await?;
+    let secret = endpoints::rotate_secret(&client, id).await?;
+    Ok(Json(json!({ "secret": secret, "previous_secret_valid_for": "24h" })))
+}
+
+pub async fn send_test_event(
+    State(state): State<ApiState>,
+    ApiPath(id): ApiPath<Uuid>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let client = state.pool.get().await?;
+    let event_id = endpoints::ping(&client, id).await?;
+    Ok((StatusCode::ACCEPTED, Json(json!({ "event_id": event_id }))))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Replay {
+    /// A duration back from now (`24h`) or a timestamp.
+    since: String,
+}
+
+pub async fn replay(
+    State(state): State<ApiState>,
+    ApiPath(id): ApiPath<Uuid>,
+    ApiJson(replay): ApiJson<Replay>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let client = state.pool.get().await?;
+    let replayed = endpoints::replay(&client, id, &replay.since).await?;
+    Ok((StatusCode::ACCEPTED, Json(json!({ "replayed": replayed }))))
+}

@@ -1,0 +1,54 @@
+//! Liveness, readiness, metrics and status.
+
+use std::time::Duration;
+
+use axum::{extract::State, http::StatusCode, response::IntoResponse, Json};
+use serde_json::json;
+
+use super::{ApiResult, ApiState};
+use crate::{admin, schema};
+
+/// The process is up.
+pub async fn healthz() -> impl IntoResponse {
+    Json(json!({ "status": "ok" }))
+}
+
+/// The database answers within 2 s and holds the schema this binary needs.
+pub async fn readyz(State(state): State<ApiState>) -> impl IntoResponse {
+    let check = async {
+        let client = state.pool.get().await.map_err(|err| format!("database unreachable: {err}"))?;
+        let installed = schema::installed_version(&**client).await.map_err(|err| err.to_string())?;
+        if installed < schema::latest_version() {
+            return Err(format!(
+                "schema version {installed}, {} needed: run postbox migrate",
+                schema::latest_version()
+            ));
+        }
+        Ok(())
+    };
+    let outcome = tokio::time::timeout(Duration::from_secs(2), check)
+        .await
+        .unwrap_or_else(|_| Err("database did not answer within 2 s".into()));
+    match outcome {
+        Ok(()) => (StatusCode::OK, Json(json!({ "status": "ready" }))),
+        Err(reason) => {
+            (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "status": "unavailable", "reason": reason })))
+        }
+    }
+}
+
+/// Prometheus text: this relay's counters, plus backlog gauges when the
+/// database answers.
+pub async fn metrics(State(state): State<ApiState>) -> impl IntoResponse {
+    let backlog = async {
+        let client = state.pool.get().await.ok()?;
+        admin::status::backlog(&client).await.ok()
+    };
+    let backlog = tokio::time::timeout(Duration::from_secs(2), backlog).await.ok().flatten();
+    ([("content-type", "text/plain; version=0.0.4")], state.metrics.render(backlog.as_ref()))
+}
+
+pub async fn status(State(state): State<ApiState>) -> ApiResult<Json<admin::status::Status>> {
+    let client = state.pool.get().await?;
+    Ok(Json(admin::status::status(&client).await?))
+}

@@ -1,0 +1,185 @@
+//! The admin HTTP server of `postbox run`: health, readiness and metrics for
+//! operators' tooling, and a JSON API under `/api/v1` behind a bearer token.
+
+mod deliveries;
+mod endpoints;
+mod event_types;
+mod health;
+
+use std::{net::SocketAddr, sync::Arc};
+
+use axum::{
+    extract::{
+        rejection::JsonRejection, rejection::PathRejection, rejection::QueryRejection, FromRequest,
+        FromRequestParts, Request, State,
+    },
+    http::{header, StatusCode},
+    middleware::{self, Next},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+    Json, Router,
+};
+use deadpool_postgres::Pool;
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::{admin, config::Secret, metrics::Metrics};
+
+#[derive(Clone)]
+pub struct ApiState {
+    pub pool: Pool,
+    pub metrics: Arc<Metrics>,
+    /// The bearer token for `/api/v1`, if configured.
+    pub token: Option<Secret>,
+    /// The address actually bound: without a token, only loopback serves the API.
+    pub listen: SocketAddr,
+}
+
+pub fn router(state: ApiState) -> Router {
+    let api = Router::new()
+        .route("/endpoints", get(endpoints::list).post(endpoints::create))
+        .route("/endpoints/{id}", get(endpoints::show).patch(endpoints::update).delete(endpoints::delete))
+        .route("/endpoints/{id}/enable", post(endpoints::enable))
+        .route("/endpoints/{id}/disable", post(endpoints::disable))
+        .route("/endpoints/{id}/rotate-secret", post(endpoints::rotate_secret))
+        .route("/endpoints/{id}/test", post(endpoints::send_test_event))
+        .route("/endpoints/{id}/replay", post(endpoints::replay))
+        .route("/event-types", get(event_types::list).post(event_types::register))
+        .route("/deliveries", get(deliveries::list))
+        .route("/deliveries/{id}", get(deliveries::show))
+        .route("/deliveries/{id}/redeliver", post(deliveries::redeliver))
+        .route("/status", get(health::status))
+        .fallback(|| async { ApiError::NotFound("no such route".into()) })
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
+    Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(health::metrics))
+        .nest("/api/v1", api)
+        .with_state(state)
+}
+
+/// Serves `router` on `listener` until `shutdown`.
+pub async fn serve(
+    listener: TcpListener,
+    state: ApiState,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown.cancelled_owned()).await
+}
+
+/// `/api/v1` needs `Authorization: Bearer <admin.token>`; without a token
+/// configured it is served on a loopback address only.
+async fn require_token(State(state): State<ApiState>, request: Request, next: Next) -> Response {
+    match &state.token {
+        Some(token) => {
+            let given = request
+                .headers()
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .unwrap_or_default();
+            if !constant_time_eq(given.as_bytes(), token.expose().as_bytes()) {
+                return ApiError::Unauthorized("missing or wrong bearer token".into()).into_response();
+            }
+        }
+        None if !state.listen.ip().is_loopback() => {
+            return ApiError::Unauthorized(
+                "admin.token is not set: /api/v1 is served without a token only on a loopback address".into(),
+            )
+            .into_response();
+        }
+        None => {}
+    }
+    next.run(request).await
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    // Length is not secret; the contents are compared without early exit.
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The one place that turns errors into HTTP answers. 4xx carry a message for
+/// the caller; 5xx are logged with their cause and answered generically.
+#[derive(Debug)]
+pub enum ApiError {
+    BadRequest(String),
+    Unauthorized(String),
+    NotFound(String),
+    Conflict(String),
+    Unavailable(String),
+    Internal(String),
+}
+
+impl From<admin::Error> for ApiError {
+    fn from(err: admin::Error) -> Self {
+        match err {
+            admin::Error::NotFound(message) => ApiError::NotFound(message),
+            admin::Error::Invalid(message) => ApiError::BadRequest(message),
+            admin::Error::Conflict(message) => ApiError::Conflict(message),
+            admin::Error::Db(err) => ApiError::Internal(err.to_string()),
+        }
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for ApiError {
+    fn from(err: deadpool_postgres::PoolError) -> Self {
+        ApiError::Unavailable(format!("database unavailable: {err}"))
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(rejection: JsonRejection) -> Self {
+        ApiError::BadRequest(rejection.body_text())
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(rejection: PathRejection) -> Self {
+        ApiError::BadRequest(rejection.body_text())
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(rejection: QueryRejection) -> Self {
+        ApiError::BadRequest(rejection.body_text())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, message) = match self {
+            ApiError::BadRequest(m) => (StatusCode::BAD_REQUEST, m),
+            ApiError::Unauthorized(m) => (StatusCode::UNAUTHORIZED, m),
+            ApiError::NotFound(m) => (StatusCode::NOT_FOUND, m),
+            ApiError::Conflict(m) => (StatusCode::CONFLICT, m),
+            ApiError::Unavailable(cause) => {
+                tracing::warn!(%cause, "admin request failed");
+                (StatusCode::SERVICE_UNAVAILABLE, "database unavailable".to_owned())
+            }
+            ApiError::Internal(cause) => {
+                tracing::error!(%cause, "admin request failed");
+                (StatusCode::INTERNAL_SERVER_ERROR, "internal error; see the relay's log".to_owned())
+            }
+        };
+        (status, Json(json!({ "error": message }))).into_response()
+    }
+}
+
+/// `Json` whose rejections are [`ApiError`]s.
+#[derive(FromRequest)]
+#[from_request(via(axum::Json), rejection(ApiError))]
+pub struct ApiJson<T>(pub T);
+
+/// `Path` whose rejections are [`ApiError`]s.
+#[derive(FromRequestParts)]
+#[from_request(via(axum::extract::Path), rejection(ApiError))]
+pub struct ApiPath<T>(pub T);
+
+/// `Query` whose rejections are [`ApiError`]s.
+#[derive(FromRequestParts)]
+#[from_request(via(axum::extract::Query), rejection(ApiError))]
+pub struct ApiQuery<T>(pub T);
+
+type ApiResult<T> = Result<T, ApiError>;

@@ -1,0 +1,306 @@
+//! The admin HTTP server: health, readiness, metrics, auth and `/api/v1`.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
+
+use crate::support::{app::test_settings, Receiver, Reply, TestApp, TestDb};
+
+/// A relay running in this process; its admin API at `base`.
+struct Admin {
+    base: String,
+    http: reqwest::Client,
+    shutdown: CancellationToken,
+    relay: tokio::task::JoinHandle<Result<(), postbox::Error>>,
+}
+
+impl Admin {
+    async fn start(database_url: &str, overrides: &[(&str, &str)]) -> Self {
+        let relay = postbox::Relay::bind(test_settings(database_url, overrides)).await.expect("relay binds");
+        let base = format!("http://{}", relay.admin_addr());
+        let shutdown = CancellationToken::new();
+        let relay = tokio::spawn(relay.run(shutdown.clone()));
+        Self { base, http: reqwest::Client::new(), shutdown, relay }
+    }
+
+    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+        let mut request = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(body) = body {
+            request = request.header("content-type", "application/json").body(body.to_string());
+        }
+        let response = request.send().await.expect("admin API answers");
+        let status = response.status();
+        let text = response.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
+    async fn get(&self, path: &str) -> (StatusCode, Value) {
+        self.call(reqwest::Method::GET, path, None).await
+    }
+
+    async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        self.call(reqwest::Method::POST, path, Some(body)).await
+    }
+
+    async fn stop(self) {
+        self.shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(10), self.relay).await.unwrap().unwrap().unwrap();
+    }
+}
+
+#[tokio::test]
+async fn health_and_readiness_report_the_database_and_schema() {
+    let app = TestApp::new().await;
+    let admin = Admin::start(&app.db.url, &[]).await;
+    assert_eq!(admin.get("/healthz").await, (StatusCode::OK, json!({"status": "ok"})));
+    assert_eq!(admin.get("/readyz").await, (StatusCode::OK, json!({"status": "ready"})));
+    admin.stop().await;
+
+    let empty = TestDb::empty().await;
+    let admin = Admin::start(&empty.url, &[]).await;
+    let (status, body) = admin.get("/readyz").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(body["reason"].as_str().unwrap().contains("run postbox migrate"), "{body}");
+    assert_eq!(admin.get("/healthz").await.0, StatusCode::OK, "alive while waiting for the schema");
+    admin.stop().await;
+
+    let unreachable = test_settings("postgres://postgres@127.0.0.1:1/none", &[]);
+    let relay = postbox::Relay::bind(unreachable).await.unwrap();
+    let base = format!("http://{}", relay.admin_addr());
+    let shutdown = CancellationToken::new();
+    let running = tokio::spawn(relay.run(shutdown.clone()));
+    let response = reqwest::get(format!("{base}/readyz")).await.unwrap();
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(response.text().await.unwrap().contains("database unreachable"));
+    shutdown.cancel();
+    running.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn metrics_count_deliveries_and_show_the_backlog() {
+    let app = TestApp::new().await;
+    let mut receiver = Receiver::start().await;
+    receiver.script([Reply::status(500)]);
+    app.register("a.b").await;
+    app.subscribe(&receiver.url("/"), &["*"]).await;
+    let admin = Admin::start(&app.db.url, &[]).await;
+    app.emit("a.b", json!({})).await;
+    receiver.recv().await;
+    receiver.recv().await;
+    // Bounded wait for the second attempt to be counted.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let text = loop {
+        let (_, body) = admin.get("/metrics").await;
+        let text = body.as_str().unwrap().to_owned();
+        if text.contains("postbox_attempts_total{outcome=\"succeeded\"} 1") {
+            break text;
+        }
+        assert!(std::time::Instant::now() < deadline, "metrics never showed the success:\n{text}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    for line in [
+        "postbox_events_dispatched_total 1",
+        "postbox_attempts_total{outcome=\"retry\"} 1",
+        "postbox_attempt_duration_seconds_count 2",
+        "postbox_undispatched_events 0",
+        "postbox_requests_in_flight 0",
+    ] {
+        assert!(text.lines().any(|l| l == line), "missing {line:?}:\n{text}");
+    }
+    admin.stop().await;
+}
+
+#[tokio::test]
+async fn the_api_needs_the_bearer_token_when_one_is_set() {
+    let app = TestApp::new().await;
+    let admin = Admin::start(&app.db.url, &[("POSTBOX_ADMIN__TOKEN", "s3cret-token")]).await;
+    let url = format!("{}/api/v1/endpoints", admin.base);
+    let status = |request: reqwest::RequestBuilder| async move { request.send().await.unwrap().status() };
+    assert_eq!(status(admin.http.get(&url)).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(status(admin.http.get(&url).bearer_auth("wrong")).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(status(admin.http.get(&url).bearer_auth("s3cret-token")).await, StatusCode::OK);
+    assert_eq!(admin.get("/healthz").await.0, StatusCode::OK, "health needs no token");
+    assert_eq!(admin.get("/metrics").await.0, StatusCode::OK, "metrics need no token");
+    admin.stop().await;
+}
+
+#[tokio::test]
+async fn without_a_token_the_api_is_refused_off_loopback() {
+    let app = TestApp::new().await;
+    let admin = Admin::start(&app.db.url, &[("POSTBOX_ADMIN__LISTEN", "0.0.0.0:0")]).await;
+    let port = admin.base.rsplit(':').next().unwrap().to_owned();
+    let response = reqwest::get(format!("http://127.0.0.1:{port}/api/v1/endpoints")).await.unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert!(response.text().await.unwrap().contains("admin.token is not set"));
+    admin.stop().await;
+
+    let admin = Admin::start(&app.db.url, &[]).await;
+    assert_eq!(admin.get("/api/v1/endpoints").await.0, StatusCode::OK, "loopback without a token is fine");
+    admin.stop().await;
+}
+
+#[tokio::test]
+async fn endpoints_can_be_managed_end_to_end_over_the_api() {
+    let app = TestApp::new().await;
+    let mut receiver = Receiver::start().await;
+    app.register("order.created").await;
+    let admin = Admin::start(&app.db.url, &[]).await;
+
+    let (status, created) = admin
+        .post(
+            "/api/v1/endpoints",
+            json!({"url": receiver.url("/hooks"), "event_types": ["order.*"], "tenant": "acme", "description": "orders"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let id = created["id"].as_str().unwrap().to_owned();
+    assert!(created["secret"].as_str().unwrap().starts_with("whsec_"), "the secret is shown once");
+    assert_eq!(created["event_types"], json!(["order.*"]));
+
+    let (status, listed) = admin.get("/api/v1/endpoints").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(listed.as_array().unwrap().len(), 1);
+    assert!(listed[0].get("secret").is_none(), "secrets are never listed");
+
+    let (status, updated) = admin
+        .call(reqwest::Method::PATCH, &format!("/api/v1/endpoints/{id}"), Some(json!({"tenant": null})))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{updated}");
+    assert_eq!(updated["tenant"], Value::Null);
+    assert_eq!(updated["description"], "orders", "fields not given stay");
+
+    let (_, disabled) = admin.post(&format!("/api/v1/endpoints/{id}/disable"), json!({})).await;
+    assert_eq!(
+        (disabled["enabled"].clone(), disabled["disabled_reason"].clone()),
+        (json!(false), json!("disabled by an operator"))
+    );
+    let (_, enabled) = admin.post(&format!("/api/v1/endpoints/{id}/enable"), json!({})).await;
+    assert_eq!(enabled["enabled"], true);
+
+    let (status, rotated) = admin.post(&format!("/api/v1/endpoints/{id}/rotate-secret"), json!({})).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_ne!(rotated["secret"], created["secret"]);
+
+    let (status, test) = admin.post(&format!("/api/v1/endpoints/{id}/test"), json!({})).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let ping = receiver.recv().await;
+    assert_eq!(ping.header("webhook-id"), test["event_id"].as_str().unwrap());
+    assert_eq!(
+        ping.header("webhook-signature").split(' ').count(),
+        2,
+        "old and new secret sign during rotation"
+    );
+
+    app.emit("order.created", json!({"id": 1})).await;
+    receiver.recv().await;
+    // Bounded wait until the relay has recorded it: a delivery in flight is not replayed.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while app.count("select count(*) from postbox.deliveries where status = 'succeeded'").await < 2 {
+        assert!(std::time::Instant::now() < deadline, "deliveries not recorded within 10 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (status, replayed) =
+        admin.post(&format!("/api/v1/endpoints/{id}/replay"), json!({"since": "1h"})).await;
+    assert_eq!(
+        (status, replayed["replayed"].clone()),
+        (StatusCode::ACCEPTED, json!(1)),
+        "ping is not replayed"
+    );
+    receiver.recv().await;
+
+    let (status, _) = admin.call(reqwest::Method::DELETE, &format!("/api/v1/endpoints/{id}"), None).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, body) = admin.get(&format!("/api/v1/endpoints/{id}")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(body["error"].as_str().unwrap().contains("no endpoint"));
+    admin.stop().await;
+}
+
+#[tokio::test]
+async fn bad_input_gets_a_4xx_with_a_message() {
+    let app = TestApp::new().await;
+    let admin = Admin::start(&app.db.url, &[]).await;
+    for (body, expected) in [
+        (json!({"url": "ftp://example.com"}), "scheme must be http or https"),
+        (json!({"url": "https://example.com", "event_types": ["nope.nope"]}), "unknown event type"),
+        (json!({"url": "https://example.com", "colour": "red"}), "unknown field"),
+        (json!({"event_types": ["*"]}), "missing field"),
+        (json!({"url": "https://example.com", "secret": "whsec_short"}), "secret"),
+    ] {
+        let (status, response) = admin.post("/api/v1/endpoints", body.clone()).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}: {response}");
+        assert!(response["error"].as_str().unwrap().contains(expected), "{body}: {response}");
+    }
+    let (status, response) = admin.get("/api/v1/endpoints/not-a-uuid").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{response}");
+    let (status, response) = admin.get("/api/v1/deliveries?status=lost").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(response["error"].as_str().unwrap().contains("unknown status"));
+    let (status, response) = admin.get("/api/v1/nothing-here").await;
+    assert_eq!((status, response["error"].clone()), (StatusCode::NOT_FOUND, json!("no such route")));
+    let (status, _) = admin
+        .post(&format!("/api/v1/endpoints/{}/replay", uuid::Uuid::new_v4()), json!({"since": "1h"}))
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    admin.stop().await;
+}
+
+#[tokio::test]
+async fn deliveries_can_be_listed_inspected_and_redelivered() {
+    let app = TestApp::new().await;
+    let mut receiver = Receiver::start().await;
+    receiver.answer_all(Reply::status(500).body("boom"));
+    let mut healthy = Receiver::start().await;
+    app.register("a.b").await;
+    app.register("c.d").await;
+    let endpoint = app.subscribe(&receiver.url("/"), &["a.b"]).await;
+    app.subscribe(&healthy.url("/"), &["c.d"]).await;
+    let admin = Admin::start(&app.db.url, &[("POSTBOX_DELIVERY__RETRY_SCHEDULE", "0s,0s,0s")]).await;
+    let event = app.emit("a.b", json!({"n": 1})).await;
+    app.emit("c.d", json!({"n": 2})).await;
+    for _ in 0..3 {
+        receiver.recv().await;
+    }
+    healthy.recv().await;
+    // Bounded wait for the relay to record the failure.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let failed = loop {
+        let (_, list) = admin.get("/api/v1/deliveries?status=failed").await;
+        if list.as_array().is_some_and(|l| !l.is_empty()) {
+            break list;
+        }
+        assert!(std::time::Instant::now() < deadline, "no failed delivery listed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(failed[0]["event_id"], event.to_string());
+    let (_, by_type) = admin.get("/api/v1/deliveries?event_type=c.d").await;
+    assert_eq!(by_type.as_array().unwrap().len(), 1);
+    let (_, by_endpoint) = admin.get(&format!("/api/v1/deliveries?endpoint_id={endpoint}&limit=1")).await;
+    assert_eq!(by_endpoint.as_array().unwrap().len(), 1);
+
+    let id = failed[0]["id"].as_str().unwrap();
+    let (status, detail) = admin.get(&format!("/api/v1/deliveries/{id}")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(detail["payload"], json!({"n": 1}));
+    let attempts = detail["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 3);
+    assert_eq!(attempts[0]["response_status"], 500);
+    assert_eq!(attempts[0]["response_body"], "boom");
+    assert!(attempts[0]["request_headers"]["webhook-signature"].as_str().unwrap().starts_with("v1,"));
+
+    receiver.answer_all(Reply::status(200));
+    let (status, _) = admin.post(&format!("/api/v1/deliveries/{id}/redeliver"), json!({})).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    assert_eq!(receiver.recv().await.header("postbox-attempt"), "4");
+
+    let (status, status_body) = admin.get("/api/v1/status").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(status_body["endpoints"], 2);
+    let (_, types) = admin.get("/api/v1/event-types").await;
+    assert!(types.as_array().unwrap().iter().any(|t| t["name"] == "a.b"));
+    let (status, _) = admin.post("/api/v1/event-types", json!({"name": "x.y", "description": "new"})).await;
+    assert_eq!(status, StatusCode::CREATED);
+    admin.stop().await;
+}
