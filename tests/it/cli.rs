@@ -116,3 +116,89 @@ async fn run_exits_zero_on_sigterm() {
     assert!(status.success(), "exit status {status}: {}", stderr(&output));
     assert!(stderr(&output).contains("relay stopped"), "{}", stderr(&output));
 }
+
+/// Runs `postbox ARGS` against `database_url`; panics with its stderr if it fails.
+fn ok(database_url: &str, args: &[&str]) -> String {
+    let output = postbox(args, &[("DATABASE_URL", database_url)]);
+    assert!(output.status.success(), "postbox {args:?} failed: {}", stderr(&output));
+    stdout(&output)
+}
+
+fn ok_json(database_url: &str, args: &[&str]) -> serde_json::Value {
+    let mut with_json = args.to_vec();
+    with_json.push("--json");
+    let text = ok(database_url, &with_json);
+    serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("postbox {args:?} --json printed no JSON ({e}): {text}"))
+}
+
+#[tokio::test]
+async fn every_management_verb_works_in_text_and_json() {
+    use crate::support::{Receiver, TestApp};
+    let app = TestApp::new().await;
+    let db = app.db.url.clone();
+    let mut receiver = Receiver::start().await;
+    app.register("order.created").await;
+
+    let created =
+        ok_json(&db, &["endpoints", "add", &receiver.url("/hooks"), "-e", "order.*", "-H", "X-Team=blue"]);
+    let id = created["id"].as_str().unwrap().to_owned();
+    assert!(created["secret"].as_str().unwrap().starts_with("whsec_"));
+    assert_eq!(created["headers"], serde_json::json!({"X-Team": "blue"}));
+    let text = ok(&db, &["endpoints", "add", "https://example.com/other", "-e", "other.*"]);
+    assert!(text.contains("secret") && text.contains("shown once"), "{text}");
+
+    assert_eq!(ok_json(&db, &["endpoints", "list"]).as_array().unwrap().len(), 2);
+    assert!(ok(&db, &["endpoints", "list"]).contains(&receiver.url("/hooks")));
+    assert!(ok(&db, &["endpoints", "show", &id]).contains("order.*"));
+    assert_eq!(ok_json(&db, &["endpoints", "update", &id, "--tenant", "acme"])["tenant"], "acme");
+    assert_eq!(ok_json(&db, &["endpoints", "update", &id, "--no-tenant"])["tenant"], serde_json::Value::Null);
+    assert_eq!(ok_json(&db, &["endpoints", "disable", &id])["enabled"], false);
+    assert_eq!(ok_json(&db, &["endpoints", "enable", &id])["enabled"], true);
+    let rotated = ok_json(&db, &["endpoints", "rotate-secret", &id]);
+    assert_ne!(rotated["secret"], created["secret"]);
+
+    let event = ok_json(&db, &["emit", "order.created", r#"{"id": 1}"#, "--tenant", "acme"]);
+    app.dispatch().await;
+    app.deliver().await;
+    assert_eq!(receiver.recv().await.header("webhook-id"), event["event_id"].as_str().unwrap());
+
+    let deliveries = ok_json(&db, &["deliveries", "list", "--endpoint", &id]);
+    let delivery = deliveries[0]["id"].as_str().unwrap().to_owned();
+    assert_eq!(deliveries[0]["status"], "succeeded");
+    let shown = ok(&db, &["deliveries", "show", &delivery]);
+    for expected in ["--- attempt 1", "webhook-signature: v1,", "response: HTTP 200", "payload"] {
+        assert!(shown.contains(expected), "missing {expected:?} in\n{shown}");
+    }
+    assert_eq!(ok_json(&db, &["deliveries", "show", &delivery])["attempts"].as_array().unwrap().len(), 1);
+    ok(&db, &["deliveries", "redeliver", &delivery]);
+    assert_eq!(app.deliver().await, 1);
+    assert_eq!(ok_json(&db, &["replay", &id, "--since", "1h"])["replayed"], 1);
+
+    app.sql.batch_execute("create table posts (id int primary key, title text)").await.unwrap();
+    ok(&db, &["track", "posts", "--subject", "post", "--exclude", "title"]);
+    app.sql.batch_execute("insert into posts values (1, 'x')").await.unwrap();
+    assert_eq!(app.count("select count(*) from postbox.outbox where event_type = 'post.created'").await, 1);
+    ok(&db, &["track", "posts", "--untrack"]);
+
+    let status = ok_json(&db, &["status"]);
+    assert_eq!(status["endpoints"], 2);
+    assert!(ok(&db, &["status"]).contains("Backlog"));
+    assert!(ok_json(&db, &["endpoints", "test", &id])["event_id"].is_string());
+    ok(&db, &["endpoints", "rm", &id]);
+    assert_eq!(ok_json(&db, &["endpoints", "list"]).as_array().unwrap().len(), 1);
+
+    for (args, expected) in [
+        (vec!["endpoints", "show", "00000000-0000-0000-0000-000000000000"], "no endpoint with id"),
+        (vec!["emit", "nope.nope", "{}"], "unknown event type 'nope.nope'"),
+        (vec!["emit", "order.created", "not json"], "not JSON"),
+        (vec!["endpoints", "add", "ftp://example.com"], "scheme must be http or https"),
+        (vec!["deliveries", "list", "--status", "lost"], "unknown status"),
+    ] {
+        let output = postbox(&args, &[("DATABASE_URL", &db)]);
+        let err = stderr(&output);
+        assert!(!output.status.success(), "{args:?} succeeded");
+        assert_eq!(err.trim().lines().count(), 1, "{args:?}: {err}");
+        assert!(err.contains(expected), "{args:?}: {err}");
+    }
+}

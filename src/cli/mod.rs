@@ -1,5 +1,10 @@
 //! The command line: `postbox <command>`.
 
+mod deliveries;
+mod endpoints;
+mod events;
+mod output;
+
 use std::path::PathBuf;
 
 use anyhow::Context;
@@ -19,6 +24,10 @@ pub struct Cli {
     #[arg(long, global = true, value_enum, default_value = "text")]
     pub log_format: LogFormat,
 
+    /// Print JSON for scripts instead of text
+    #[arg(long, global = true)]
+    pub json: bool,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -30,11 +39,21 @@ pub enum Command {
     /// Run the relay until SIGTERM or SIGINT
     Run,
     /// Print the effective configuration, secrets masked
-    Config {
-        /// Print JSON instead of text
-        #[arg(long)]
-        json: bool,
-    },
+    Config,
+    /// Manage endpoints (subscriptions)
+    #[command(subcommand)]
+    Endpoints(endpoints::Command),
+    /// Inspect and redeliver deliveries
+    #[command(subcommand)]
+    Deliveries(deliveries::Command),
+    /// Send an endpoint every matching event since a time again
+    Replay(events::Replay),
+    /// Write an event into the outbox
+    Emit(events::Emit),
+    /// Emit created/updated/destroyed events from a table's rows
+    Track(events::Track),
+    /// Backlog, throughput and failing endpoints at a glance
+    Status,
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -47,15 +66,25 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             postbox::run(settings, shutdown).await?;
             Ok(())
         }
-        Command::Config { json } => {
-            print_config(&settings, json);
+        Command::Config => {
+            print_config(&settings, cli.json);
             Ok(())
         }
+        Command::Endpoints(command) => endpoints::run(&connect(&settings).await?, command, cli.json).await,
+        Command::Deliveries(command) => deliveries::run(&connect(&settings).await?, command, cli.json).await,
+        Command::Replay(replay) => events::replay(&connect(&settings).await?, replay, cli.json).await,
+        Command::Emit(emit) => events::emit(&connect(&settings).await?, emit, cli.json).await,
+        Command::Track(track) => events::track(&connect(&settings).await?, track, cli.json).await,
+        Command::Status => events::status(&connect(&settings).await?, cli.json).await,
     }
 }
 
+async fn connect(settings: &Settings) -> anyhow::Result<tokio_postgres::Client> {
+    db::connect(settings.database_url()?).await.context("cannot connect to the database")
+}
+
 async fn migrate(settings: &Settings) -> anyhow::Result<()> {
-    let mut client = db::connect(settings.database_url()?).await.context("cannot connect to the database")?;
+    let mut client = connect(settings).await?;
     let applied = schema::migrate(&mut client).await?;
     let version = schema::installed_version(&client).await?;
     if applied.is_empty() {

@@ -1,0 +1,133 @@
+//! `postbox deliveries …`
+
+use clap::{Args, Subcommand};
+use serde_json::Value;
+use tokio_postgres::Client;
+use uuid::Uuid;
+
+use super::output;
+use postbox::admin::deliveries::{self, Filter};
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Deliveries, newest first
+    List(List),
+    /// One delivery with every attempt: request headers, response, error
+    Show { id: Uuid },
+    /// Schedule one more attempt now
+    Redeliver { id: Uuid },
+}
+
+#[derive(Debug, Args)]
+pub struct List {
+    #[arg(long = "endpoint", value_name = "ID")]
+    endpoint_id: Option<Uuid>,
+    /// pending, succeeded, failed or cancelled
+    #[arg(long)]
+    status: Option<String>,
+    #[arg(long)]
+    event_type: Option<String>,
+    #[arg(long)]
+    tenant: Option<String>,
+    /// Created at or after this timestamp
+    #[arg(long)]
+    since: Option<String>,
+    /// Created before this timestamp (to page back)
+    #[arg(long)]
+    before: Option<String>,
+    #[arg(long, default_value_t = 50)]
+    limit: i64,
+}
+
+pub async fn run(client: &Client, command: Command, json: bool) -> anyhow::Result<()> {
+    match command {
+        Command::List(list) => {
+            let filter = Filter {
+                endpoint_id: list.endpoint_id,
+                status: list.status,
+                event_type: list.event_type,
+                tenant: list.tenant,
+                since: list.since,
+                before: list.before,
+                limit: Some(list.limit),
+            };
+            let found = deliveries::list(client, &filter).await?;
+            if json {
+                output::json(&found);
+                return Ok(());
+            }
+            let rows: Vec<Vec<String>> = found
+                .iter()
+                .map(|d| {
+                    vec![
+                        d.id.to_string(),
+                        d.created_at.clone(),
+                        d.status.clone(),
+                        d.attempt_count.to_string(),
+                        d.event_type.clone(),
+                        d.endpoint_url.clone(),
+                        output::or_dash(d.last_error.as_ref()),
+                    ]
+                })
+                .collect();
+            output::table(
+                &["ID", "CREATED", "STATUS", "ATTEMPTS", "EVENT TYPE", "ENDPOINT", "LAST ERROR"],
+                &rows,
+            );
+        }
+        Command::Show { id } => {
+            let detail = deliveries::get(client, id).await?;
+            if json {
+                output::json(&detail);
+                return Ok(());
+            }
+            let d = &detail.delivery;
+            output::fields(&[
+                ("delivery", d.id.to_string()),
+                ("event", format!("{} ({})", d.event_id, d.event_type)),
+                ("endpoint", format!("{} {}", d.endpoint_id, d.endpoint_url)),
+                ("status", d.status.clone()),
+                ("attempts", d.attempt_count.to_string()),
+                ("next attempt", output::or_dash(d.next_attempt_at.as_ref())),
+                ("created", d.created_at.clone()),
+                ("payload", detail.payload.to_string()),
+            ]);
+            for attempt in &detail.attempts {
+                println!(
+                    "\n--- attempt {} at {} ({} ms)",
+                    attempt.attempt_number, attempt.started_at, attempt.duration_ms
+                );
+                println!("request headers:");
+                print_headers(attempt.request_headers.as_ref());
+                match (attempt.response_status, &attempt.error) {
+                    (Some(status), _) => {
+                        println!("response: HTTP {status}");
+                        print_headers(attempt.response_headers.as_ref());
+                        match attempt.response_body.as_deref() {
+                            Some("") | None => println!("  (empty body)"),
+                            Some(body) => println!("{body}"),
+                        }
+                    }
+                    (None, error) => println!("error: {}", output::or_dash(error.as_ref())),
+                }
+            }
+        }
+        Command::Redeliver { id } => {
+            deliveries::redeliver(client, id).await?;
+            if json {
+                output::json(&serde_json::json!({ "redelivering": id }));
+            } else {
+                println!("delivery {id} will be attempted again now");
+            }
+        }
+    }
+    Ok(())
+}
+
+fn print_headers(headers: Option<&Value>) {
+    if let Some(Value::Object(map)) = headers {
+        for (name, value) in map {
+            println!("  {name}: {}", value.as_str().unwrap_or_default());
+        }
+    }
+}

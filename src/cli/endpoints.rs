@@ -1,0 +1,213 @@
+//! `postbox endpoints …`
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use serde_json::{Map, Value};
+use tokio_postgres::Client;
+use uuid::Uuid;
+
+use super::output;
+use postbox::admin::endpoints::{self, Endpoint, EndpointUpdate, NewEndpoint};
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Subscribe a URL; prints its signing secret once
+    Add(Add),
+    /// List endpoints
+    List,
+    /// Show one endpoint
+    Show { id: Uuid },
+    /// Change an endpoint (only what is given changes)
+    Update(Update),
+    /// Resume deliveries to an endpoint
+    Enable { id: Uuid },
+    /// Pause deliveries to an endpoint
+    Disable { id: Uuid },
+    /// Delete an endpoint with its deliveries
+    Rm { id: Uuid },
+    /// New secret; the old one keeps signing alongside it for 24 h
+    RotateSecret { id: Uuid },
+    /// Send a postbox.ping test event to this endpoint only
+    Test { id: Uuid },
+}
+
+#[derive(Debug, Args)]
+pub struct Add {
+    url: String,
+    /// Event type or pattern (`order.*`, `*`); repeat for several (default `*`)
+    #[arg(long = "event-type", short = 'e', value_name = "TYPE")]
+    event_types: Vec<String>,
+    /// Only this tenant's events
+    #[arg(long)]
+    tenant: Option<String>,
+    /// Only events whose payload contains this JSON object
+    #[arg(long, value_name = "JSON")]
+    filter: Option<String>,
+    /// Extra request header NAME=VALUE; repeat for several
+    #[arg(long = "header", short = 'H', value_name = "NAME=VALUE")]
+    headers: Vec<String>,
+    #[arg(long)]
+    description: Option<String>,
+    /// Use this `whsec_…` secret instead of a generated one
+    #[arg(long)]
+    secret: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct Update {
+    id: Uuid,
+    #[arg(long)]
+    url: Option<String>,
+    /// Replace the event types; repeat for several
+    #[arg(long = "event-type", short = 'e', value_name = "TYPE")]
+    event_types: Vec<String>,
+    #[arg(long, conflicts_with = "no_tenant")]
+    tenant: Option<String>,
+    /// Receive every tenant's events
+    #[arg(long)]
+    no_tenant: bool,
+    #[arg(long, value_name = "JSON", conflicts_with = "no_filter")]
+    filter: Option<String>,
+    /// Drop the payload filter
+    #[arg(long)]
+    no_filter: bool,
+    /// Replace the extra headers; repeat for several
+    #[arg(long = "header", short = 'H', value_name = "NAME=VALUE")]
+    headers: Vec<String>,
+    #[arg(long)]
+    description: Option<String>,
+}
+
+pub async fn run(client: &Client, command: Command, json: bool) -> anyhow::Result<()> {
+    match command {
+        Command::Add(add) => {
+            let new = NewEndpoint {
+                url: add.url,
+                event_types: (!add.event_types.is_empty()).then_some(add.event_types),
+                tenant: add.tenant,
+                filter: add.filter.as_deref().map(parse_json).transpose()?,
+                headers: (!add.headers.is_empty()).then(|| parse_headers(&add.headers)).transpose()?,
+                description: add.description,
+                secret: add.secret,
+            };
+            let created = endpoints::create(client, &new).await?;
+            if json {
+                output::json(&created);
+            } else {
+                show(&created.endpoint);
+                println!("\nsecret  {}\n(shown once: store it with the receiver now)", created.secret);
+            }
+        }
+        Command::List => {
+            let all = endpoints::list(client).await?;
+            if json {
+                output::json(&all);
+            } else {
+                let rows: Vec<Vec<String>> = all
+                    .iter()
+                    .map(|e| {
+                        vec![
+                            e.id.to_string(),
+                            state(e),
+                            e.event_types.join(","),
+                            output::or_dash(e.tenant.as_ref()),
+                            e.url.clone(),
+                        ]
+                    })
+                    .collect();
+                output::table(&["ID", "STATE", "EVENT TYPES", "TENANT", "URL"], &rows);
+            }
+        }
+        Command::Show { id } => print(&endpoints::get(client, id).await?, json),
+        Command::Update(update) => {
+            let change = EndpointUpdate {
+                url: update.url,
+                event_types: (!update.event_types.is_empty()).then_some(update.event_types),
+                tenant: if update.no_tenant { Some(None) } else { update.tenant.map(Some) },
+                filter: if update.no_filter {
+                    Some(None)
+                } else {
+                    update.filter.as_deref().map(parse_json).transpose()?.map(Some)
+                },
+                headers: (!update.headers.is_empty()).then(|| parse_headers(&update.headers)).transpose()?,
+                description: update.description.map(Some),
+                enabled: None,
+            };
+            print(&endpoints::update(client, update.id, &change).await?, json);
+        }
+        Command::Enable { id } => print(&endpoints::set_enabled(client, id, true).await?, json),
+        Command::Disable { id } => print(&endpoints::set_enabled(client, id, false).await?, json),
+        Command::Rm { id } => {
+            endpoints::delete(client, id).await?;
+            if json {
+                output::json(&serde_json::json!({ "deleted": id }));
+            } else {
+                println!("deleted endpoint {id}");
+            }
+        }
+        Command::RotateSecret { id } => {
+            let secret = endpoints::rotate_secret(client, id).await?;
+            if json {
+                output::json(&serde_json::json!({ "secret": secret, "previous_secret_valid_for": "24h" }));
+            } else {
+                println!("secret  {secret}\n(shown once; the previous secret keeps signing for 24 h)");
+            }
+        }
+        Command::Test { id } => {
+            let event = endpoints::ping(client, id).await?;
+            if json {
+                output::json(&serde_json::json!({ "event_id": event }));
+            } else {
+                println!("sent postbox.ping {event}; see `postbox deliveries list --endpoint {id}`");
+            }
+        }
+    }
+    Ok(())
+}
+
+fn print(endpoint: &Endpoint, json: bool) {
+    if json {
+        output::json(endpoint);
+    } else {
+        show(endpoint);
+    }
+}
+
+fn show(e: &Endpoint) {
+    output::fields(&[
+        ("id", e.id.to_string()),
+        ("url", e.url.clone()),
+        ("state", state(e)),
+        ("event types", e.event_types.join(", ")),
+        ("tenant", output::or_dash(e.tenant.as_ref())),
+        ("filter", output::or_dash(e.filter.as_ref())),
+        ("headers", e.headers.to_string()),
+        ("description", output::or_dash(e.description.as_ref())),
+        ("failing since", output::or_dash(e.failing_since.as_ref())),
+        ("created", e.created_at.clone()),
+        ("updated", e.updated_at.clone()),
+    ]);
+}
+
+fn state(e: &Endpoint) -> String {
+    match (e.enabled, &e.disabled_reason, &e.failing_since) {
+        (false, Some(reason), _) => format!("disabled ({reason})"),
+        (false, None, _) => "disabled".into(),
+        (true, _, Some(_)) => "failing".into(),
+        (true, _, None) => "enabled".into(),
+    }
+}
+
+fn parse_json(text: &str) -> anyhow::Result<Value> {
+    serde_json::from_str(text).with_context(|| format!("not JSON: {text}"))
+}
+
+fn parse_headers(pairs: &[String]) -> anyhow::Result<Value> {
+    let mut headers = Map::new();
+    for pair in pairs {
+        let (name, value) =
+            pair.split_once('=').with_context(|| format!("expected NAME=VALUE, got {pair:?}"))?;
+        headers.insert(name.trim().to_owned(), Value::from(value.trim()));
+    }
+    Ok(Value::Object(headers))
+}

@@ -1,0 +1,193 @@
+//! `postbox emit`, `postbox track`, `postbox replay`, `postbox status`.
+
+use anyhow::Context;
+use clap::Args;
+use serde_json::{json, Value};
+use tokio_postgres::Client;
+use uuid::Uuid;
+
+use super::output;
+use postbox::admin::{endpoints, status};
+
+#[derive(Debug, Args)]
+pub struct Emit {
+    event_type: String,
+    /// The payload, a JSON object
+    payload: String,
+    #[arg(long)]
+    tenant: Option<String>,
+    #[arg(long)]
+    subject_type: Option<String>,
+    #[arg(long)]
+    subject_id: Option<String>,
+    /// Who did it, a JSON object
+    #[arg(long, value_name = "JSON")]
+    actor: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct Track {
+    /// Table name (optionally schema-qualified)
+    table: String,
+    /// Event name prefix (default: the table name)
+    #[arg(long)]
+    subject: Option<String>,
+    /// Column whose value is the event's tenant
+    #[arg(long)]
+    tenant_column: Option<String>,
+    /// Which of created, updated, destroyed (default all)
+    #[arg(long, value_delimiter = ',')]
+    actions: Vec<String>,
+    /// Columns left out of the payload
+    #[arg(long, value_delimiter = ',')]
+    exclude: Vec<String>,
+    /// Remove the triggers instead
+    #[arg(long)]
+    untrack: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct Replay {
+    endpoint: Uuid,
+    /// A duration back from now (`24h`) or a timestamp (`2026-11-20T00:00:00Z`)
+    #[arg(long)]
+    since: String,
+}
+
+pub async fn emit(client: &Client, emit: Emit, json: bool) -> anyhow::Result<()> {
+    let payload = parse_json(&emit.payload)?;
+    let actor = emit.actor.as_deref().map(parse_json).transpose()?;
+    let event: Uuid = client
+        .query_one(
+            "select postbox.emit($1, $2, $3, $4, $5, $6)",
+            &[&emit.event_type, &payload, &emit.tenant, &emit.subject_type, &emit.subject_id, &actor],
+        )
+        .await
+        .map_err(postbox::admin::Error::from)?
+        .get(0);
+    if json {
+        output::json(&json!({ "event_id": event }));
+    } else {
+        println!("{event}");
+    }
+    Ok(())
+}
+
+pub async fn track(client: &Client, track: Track, json: bool) -> anyhow::Result<()> {
+    let result = if track.untrack {
+        client.execute("select postbox.untrack($1::text::regclass)", &[&track.table]).await
+    } else {
+        let actions = if track.actions.is_empty() {
+            vec!["created".to_owned(), "updated".to_owned(), "destroyed".to_owned()]
+        } else {
+            track.actions
+        };
+        client
+            .execute(
+                "select postbox.track($1::text::regclass, $2, $3, $4, $5)",
+                &[&track.table, &track.subject, &track.tenant_column, &actions, &track.exclude],
+            )
+            .await
+    };
+    result.map_err(postbox::admin::Error::from)?;
+    let verb = if track.untrack { "untracked" } else { "tracking" };
+    if json {
+        output::json(&json!({ verb: track.table }));
+    } else {
+        println!("{verb} {}", track.table);
+    }
+    Ok(())
+}
+
+pub async fn replay(client: &Client, replay: Replay, json: bool) -> anyhow::Result<()> {
+    let spinner =
+        (!json).then(|| Spinner::start(format!("replaying to {} since {}", replay.endpoint, replay.since)));
+    let result = endpoints::replay(client, replay.endpoint, &replay.since).await;
+    drop(spinner);
+    let replayed = result?;
+    if json {
+        output::json(&json!({ "replayed": replayed }));
+    } else {
+        println!("{replayed} deliveries scheduled for {}", replay.endpoint);
+    }
+    Ok(())
+}
+
+pub async fn status(client: &Client, json: bool) -> anyhow::Result<()> {
+    let s = status::status(client).await?;
+    if json {
+        output::json(&s);
+        return Ok(());
+    }
+    println!("Backlog");
+    output::fields(&[
+        (
+            "  events to dispatch",
+            format!("{} (oldest {:.1}s)", s.undispatched_events, s.oldest_undispatched_age_seconds),
+        ),
+        (
+            "  deliveries pending",
+            format!(
+                "{} ({} due now, lag {:.1}s)",
+                s.pending_deliveries, s.due_deliveries, s.delivery_lag_seconds
+            ),
+        ),
+    ]);
+    println!("Last minute");
+    output::fields(&[(
+        "  attempts",
+        format!(
+            "{} ({} succeeded, {} failed)",
+            s.last_minute.attempts, s.last_minute.succeeded, s.last_minute.failed
+        ),
+    )]);
+    println!(
+        "Endpoints: {} ({} failing, {} disabled)",
+        s.endpoints,
+        s.failing_endpoints.len(),
+        s.disabled_endpoints.len()
+    );
+    for (label, troubles) in [("FAILING ", &s.failing_endpoints), ("DISABLED", &s.disabled_endpoints)] {
+        for t in troubles {
+            println!("  {label} {}  {}  {}", t.id, t.url, t.detail);
+        }
+    }
+    Ok(())
+}
+
+fn parse_json(text: &str) -> anyhow::Result<Value> {
+    serde_json::from_str(text).with_context(|| format!("not JSON: {text}"))
+}
+
+/// A one-line progress indicator on a terminal, for statements that take a while.
+struct Spinner {
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Spinner {
+    fn start(message: String) -> Self {
+        use std::io::{IsTerminal, Write};
+        if !std::io::stderr().is_terminal() {
+            return Self { task: None };
+        }
+        let task = tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            let mut interval = tokio::time::interval(std::time::Duration::from_millis(200));
+            loop {
+                interval.tick().await;
+                eprint!("\r{message} … {:.0}s", started.elapsed().as_secs_f64());
+                let _ = std::io::stderr().flush();
+            }
+        });
+        Self { task: Some(task) }
+    }
+}
+
+impl Drop for Spinner {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+            eprint!("\r\x1b[2K");
+        }
+    }
+}
