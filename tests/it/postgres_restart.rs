@@ -30,7 +30,10 @@ async fn the_relay_survives_postgres_restarts_and_loses_nothing() {
     // LISTEN connection back.
     let settings = test_settings(&url, &[("POSTBOX_RELAY__POLL_INTERVAL", "60s")]);
     let shutdown = CancellationToken::new();
-    let relay = tokio::spawn(postbox::run(settings, shutdown.clone()));
+    let relay = postbox::Relay::bind(settings).await.unwrap();
+    let readyz = format!("http://{}/readyz", relay.admin_addr());
+    let relay = tokio::spawn(relay.run(shutdown.clone()));
+    let ready = |url: String| async move { reqwest::get(url).await.unwrap().status().as_u16() };
 
     let mut delivered = 0;
     for (round, mode) in ["fast", "immediate", "fast", "immediate"].into_iter().enumerate() {
@@ -48,6 +51,7 @@ async fn the_relay_survives_postgres_restarts_and_loses_nothing() {
         receiver.recv().await;
         delivered += 1;
         cluster.down(mode);
+        assert_eq!(ready(readyz.clone()).await, 503, "not ready while the database is away");
         assert!(!relay.is_finished(), "the relay keeps running while the database is away");
         cluster.up();
         let back = Instant::now();
@@ -61,6 +65,7 @@ async fn the_relay_survives_postgres_restarts_and_loses_nothing() {
             seen_probe = request.header("webhook-id") == probe.to_string();
             delivered += 1;
         }
+        assert_eq!(ready(readyz.clone()).await, 200, "ready again");
         println!(
             "after a {mode} restart the next event arrived {:?} after the database was back",
             back.elapsed()
