@@ -304,3 +304,33 @@ async fn deliveries_can_be_listed_inspected_and_redelivered() {
     assert_eq!(status, StatusCode::CREATED);
     admin.stop().await;
 }
+
+#[tokio::test]
+async fn every_route_in_the_openapi_document_exists_and_answers_as_documented() {
+    let app = TestApp::new().await;
+    let admin = Admin::start(&app.db.url, &[]).await;
+    let document: Value = serde_json::from_str(postbox::api::OPENAPI).expect("docs/openapi.json is JSON");
+    let (status, served) = admin.get("/api/v1/openapi.json").await;
+    assert_eq!((status, &served), (StatusCode::OK, &document), "the server serves the document");
+
+    let mut checked = 0;
+    for (path, operations) in document["paths"].as_object().unwrap() {
+        for (method, operation) in operations.as_object().unwrap() {
+            let concrete = path.replace("{id}", &uuid::Uuid::new_v4().to_string());
+            let body = operation.get("requestBody").map(|_| json!({}));
+            let method = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+            let (status, response) = admin.call(method.clone(), &format!("/api/v1{concrete}"), body).await;
+            assert_ne!(status, StatusCode::METHOD_NOT_ALLOWED, "{method} {path} is not routed");
+            assert_ne!(response["error"], "no such route", "{method} {path} is not routed");
+            let documented = operation["responses"].as_object().unwrap();
+            assert!(
+                documented.contains_key(status.as_str()),
+                "{method} {path} answered {status}, documented {:?}: {response}",
+                documented.keys().collect::<Vec<_>>()
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked >= 17, "only {checked} operations documented");
+    admin.stop().await;
+}
