@@ -202,3 +202,15 @@ async fn every_management_verb_works_in_text_and_json() {
         assert!(err.contains(expected), "{args:?}: {err}");
     }
 }
+
+#[tokio::test]
+async fn log_format_json_writes_one_json_object_per_line() {
+    let db = TestDb::empty().await;
+    let output =
+        postbox(&["migrate", "--log-format", "json"], &[("DATABASE_URL", &db.url), ("RUST_LOG", "info")]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let log = stderr(&output);
+    let lines: Vec<serde_json::Value> =
+        log.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|_| panic!("not JSON: {l}"))).collect();
+    assert!(lines.iter().any(|l| l["fields"]["message"] == "migration applied"), "{log}");
+}
