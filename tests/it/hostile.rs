@@ -226,3 +226,35 @@ async fn a_hundred_hostile_endpoints_at_once_barely_grow_relay_memory() {
     // buffering (which would cost hundreds of MiB here).
     assert!(growth < 48 * 1024 * 1024, "relay memory grew by {} KiB", growth / 1024);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_environment_variables_are_ignored() {
+    let app = TestApp::new().await;
+    let mut receiver = Receiver::start().await;
+    app.register("a.b").await;
+    app.subscribe(&receiver.url("/"), &["*"]).await;
+    // A "proxy" that counts connections; the relay must never use it.
+    let proxy = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let proxy_url = format!("http://{}", proxy.local_addr().unwrap());
+    let connections = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = std::sync::Arc::clone(&connections);
+    tokio::spawn(async move {
+        while let Ok((_socket, _)) = proxy.accept().await {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    });
+    let mut relay = RelayProcess::start(
+        &app.db.url,
+        &[
+            ("HTTP_PROXY", &proxy_url),
+            ("http_proxy", &proxy_url),
+            ("ALL_PROXY", &proxy_url),
+            ("NO_PROXY", ""),
+        ],
+    );
+    let event = app.emit("a.b", json!({})).await;
+    assert_eq!(receiver.recv().await.header("webhook-id"), event.to_string(), "delivered directly");
+    relay.signal(libc::SIGTERM);
+    assert!(relay.wait_exit(Duration::from_secs(20)).await.success());
+    assert_eq!(connections.load(std::sync::atomic::Ordering::SeqCst), 0, "the proxy saw a connection");
+}
