@@ -1,0 +1,374 @@
+//! postbox-bench: measures the relay against this machine's own limits, in one
+//! run on a private database. Prints a table and one JSON line.
+//!
+//!   cargo run --release --bin postbox-bench -- --events 20000
+//!
+//! Phases: (1) the minimal per-event SQL a relay must run (claim 100, record
+//! attempts, settle) as the ceiling; (2) app commit rates into a plain table,
+//! into postbox.outbox with a relay idle (NOTIFY) and busy (no NOTIFY);
+//! (3) a backlog drained through `postbox run` to a local receiver; (4) writers
+//! and the relay together; (5) commit-to-receipt latency at a steady rate;
+//! (6) the relay's peak memory while it works through the backlog.
+
+use std::{
+    collections::HashMap,
+    process::{Child, Command, Stdio},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex,
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context};
+use axum::{extract::State, http::HeaderMap, routing::post, Router};
+use clap::Parser;
+use postbox::{db, schema};
+use serde_json::json;
+use tokio_postgres::Client;
+
+#[derive(Debug, Parser)]
+#[command(about = "Benchmark postbox against this machine's limits")]
+struct Args {
+    /// Server to create the private benchmark database on
+    #[arg(long, env = "POSTBOX_BENCH_DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
+    server: String,
+    /// Backlog size for the drain and memory phases
+    #[arg(long, default_value_t = 20_000)]
+    events: u64,
+    /// Seconds for each timed phase (commit rates, sustained load)
+    #[arg(long, default_value_t = 5)]
+    seconds: u64,
+    /// App writers in the commit-rate and sustained phases
+    #[arg(long, default_value_t = 8)]
+    writers: usize,
+    /// Events per second in the latency phase
+    #[arg(long, default_value_t = 500)]
+    rate: u64,
+    /// Events sent in the latency phase
+    #[arg(long, default_value_t = 2_000)]
+    latency_events: u64,
+    /// The `postbox` binary to run as the relay (default: next to this one)
+    #[arg(long)]
+    relay_bin: Option<std::path::PathBuf>,
+}
+
+/// What the receiver saw: a count, and arrival times by webhook-id.
+#[derive(Default)]
+struct Received {
+    count: AtomicU64,
+    arrivals: Mutex<HashMap<String, Instant>>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let bench = Bench::create(&args).await?;
+    let result = bench.run_all(&args).await;
+    bench.drop_database().await?;
+    let report = result?;
+    report.print();
+    Ok(())
+}
+
+struct Bench {
+    admin: Client,
+    name: String,
+    url: String,
+    received: Arc<Received>,
+    receiver_url: String,
+    relay_bin: std::path::PathBuf,
+}
+
+#[derive(Default)]
+struct Report {
+    rows: Vec<(String, f64, String, String)>,
+    json: serde_json::Map<String, serde_json::Value>,
+}
+
+impl Report {
+    fn add(&mut self, key: &str, label: &str, value: f64, unit: &str, ratio: Option<(f64, &str)>) {
+        let ratio_text = ratio.map(|(r, of)| format!("{r:.2} of {of}")).unwrap_or_default();
+        self.rows.push((label.to_owned(), value, unit.to_owned(), ratio_text));
+        self.json.insert(key.to_owned(), json!(value));
+        if let Some((r, _)) = ratio {
+            self.json.insert(format!("{key}_ratio"), json!(r));
+        }
+    }
+
+    fn print(&self) {
+        let width = self.rows.iter().map(|r| r.0.len()).max().unwrap_or(0);
+        for (label, value, unit, ratio) in &self.rows {
+            println!("{label:<width$}  {value:>12.1} {unit:<10} {ratio}");
+        }
+        println!("{}", serde_json::Value::Object(self.json.clone()));
+    }
+}
+
+impl Bench {
+    async fn create(args: &Args) -> anyhow::Result<Self> {
+        let admin = db::connect(&args.server).await.context("cannot reach the benchmark server (--server)")?;
+        let name = format!("postbox_bench_{}", uuid::Uuid::new_v4().simple());
+        admin.batch_execute(&format!("create database {name}")).await?;
+        let mut url = url::Url::parse(&args.server).context("--server must be a postgres:// URL")?;
+        url.set_path(&name);
+        let url = url.to_string();
+        let mut client = db::connect(&url).await?;
+        schema::migrate(&mut client).await?;
+        client
+            .batch_execute(
+                "select postbox.register_event_type('bench.event');
+                 update postbox.network_policy set allow_private = true;
+                 create table public.bench_plain (like postbox.outbox including all);",
+            )
+            .await?;
+
+        let received = Arc::new(Received::default());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let receiver_url = format!("http://{}/hook", listener.local_addr()?);
+        let app = Router::new().route("/hook", post(receive)).with_state(Arc::clone(&received));
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        client.execute("select postbox.subscribe($1, '{bench.*}')", &[&receiver_url]).await?;
+
+        let relay_bin = match &args.relay_bin {
+            Some(path) => path.clone(),
+            None => std::env::current_exe()?.with_file_name("postbox"),
+        };
+        if !relay_bin.exists() {
+            bail!("relay binary {} not found (build it, or pass --relay-bin)", relay_bin.display());
+        }
+        Ok(Self { admin, name, url, received, receiver_url, relay_bin })
+    }
+
+    async fn drop_database(&self) -> anyhow::Result<()> {
+        self.admin.batch_execute(&format!("drop database if exists {} with (force)", self.name)).await?;
+        Ok(())
+    }
+
+    async fn run_all(&self, args: &Args) -> anyhow::Result<Report> {
+        let mut report = Report::default();
+        eprintln!("receiver at {}", self.receiver_url);
+
+        eprintln!("(1) minimal per-event SQL ...");
+        let ceiling = self.minimal_sql(args.events.min(50_000)).await?;
+        report.add("sql_ceiling_events_per_s", "(1) minimal SQL per event (claim 100, record, settle)", ceiling, "events/s", None);
+
+        eprintln!("(2) app commit rates ...");
+        let plain = self.commit_rate(args, "insert into public.bench_plain (event_type, payload) values ('bench.event', '{}')").await?;
+        report.add("commits_plain_per_s", "(2a) app commits, plain table", plain, "commits/s", None);
+        self.sql("update postbox.wakeup set busy_until = '-infinity', notify = true").await?;
+        let notify = self.commit_rate(args, "select postbox.emit('bench.event', '{}')").await?;
+        report.add("commits_outbox_idle_relay_per_s", "(2b) app commits, outbox, relay idle (NOTIFY)", notify, "commits/s", Some((notify / plain, "2a")));
+        self.sql("update postbox.wakeup set busy_until = 'infinity'").await?;
+        let busy = self.commit_rate(args, "select postbox.emit('bench.event', '{}')").await?;
+        report.add("commits_outbox_busy_relay_per_s", "(2c) app commits, outbox, relay busy (no NOTIFY)", busy, "commits/s", Some((busy / plain, "2a")));
+        self.sql("update postbox.wakeup set busy_until = '-infinity'; truncate postbox.outbox cascade; truncate public.bench_plain").await?;
+
+        eprintln!("(3) backlog drain of {} events ...", args.events);
+        self.insert_backlog(args.events).await?;
+        let mut relay = self.start_relay()?;
+        let started = Instant::now();
+        let peak_rss = self.wait_received(args.events, Some(relay.id()), Duration::from_secs(600)).await?;
+        let drain = args.events as f64 / started.elapsed().as_secs_f64();
+        report.add("drain_events_per_s", "(3) backlog drain through the relay", drain, "events/s", Some((drain / ceiling, "1")));
+        report.add("relay_peak_rss_mib", "(6) relay peak RSS during the drain", peak_rss as f64 / 1048576.0, "MiB", None);
+
+        eprintln!("(4) sustained load with {} writers ...", args.writers);
+        let before = self.received.count.load(Ordering::Relaxed);
+        let sustained_commits = self.commit_rate(args, "select postbox.emit('bench.event', '{}')").await?;
+        let written = (sustained_commits * args.seconds as f64) as u64;
+        let deadline = Instant::now();
+        self.wait_received(before + written, None, Duration::from_secs(600)).await?;
+        let delivered = written as f64 / (args.seconds as f64 + deadline.elapsed().as_secs_f64());
+        report.add("sustained_delivered_per_s", "(4) sustained: delivered while apps write", delivered, "events/s", None);
+        report.add(
+            "sustained_app_commits_per_s",
+            "(4) sustained: app commits meanwhile",
+            sustained_commits,
+            "commits/s",
+            Some((sustained_commits / plain, "2a")),
+        );
+
+        eprintln!("(5) latency at {} events/s ...", args.rate);
+        let latencies = self.latency(args).await?;
+        for (key, label, q) in [("latency_p50_ms", "(5) commit to receipt p50", 0.50), ("latency_p95_ms", "(5) commit to receipt p95", 0.95), ("latency_p99_ms", "(5) commit to receipt p99", 0.99)] {
+            report.add(key, label, quantile(&latencies, q), "ms", None);
+        }
+        stop(&mut relay);
+        Ok(report)
+    }
+
+    async fn sql(&self, statements: &str) -> anyhow::Result<()> {
+        db::connect(&self.url).await?.batch_execute(statements).await?;
+        Ok(())
+    }
+
+    /// Events/s for the least a relay must do per event, with 4 workers:
+    /// claim 100 due deliveries, insert their attempts, settle them.
+    async fn minimal_sql(&self, events: u64) -> anyhow::Result<f64> {
+        let client = db::connect(&self.url).await?;
+        client
+            .batch_execute(&format!(
+                "create table public.bench_jobs (id bigint generated always as identity primary key,
+                    status text not null default 'pending', due timestamptz not null default now(), lease uuid);
+                 create index on public.bench_jobs (due) where status = 'pending';
+                 create table public.bench_attempts (id bigint generated always as identity primary key,
+                    job bigint not null, started_at timestamptz not null, duration_ms int not null, status int);
+                 insert into public.bench_jobs (status) select 'pending' from generate_series(1, {events});"
+            ))
+            .await?;
+        let started = Instant::now();
+        let mut workers = Vec::new();
+        for _ in 0..4 {
+            let client = db::connect(&self.url).await?;
+            workers.push(tokio::spawn(async move {
+                let claim = client
+                    .prepare(
+                        "with due as (select id from public.bench_jobs where status = 'pending' and due <= now()
+                                      order by due limit 100 for no key update skip locked)
+                         update public.bench_jobs j set due = now() + interval '1 minute', lease = gen_random_uuid()
+                         from due where j.id = due.id returning j.id",
+                    )
+                    .await?;
+                let settle = client
+                    .prepare(
+                        "with r as (select * from unnest($1::int8[]) as r(id)),
+                              s as (update public.bench_jobs j set status = 'succeeded', lease = null
+                                    from r where j.id = r.id returning j.id)
+                         insert into public.bench_attempts (job, started_at, duration_ms, status)
+                         select id, now(), 1, 200 from s",
+                    )
+                    .await?;
+                loop {
+                    let ids: Vec<i64> = client.query(&claim, &[]).await?.iter().map(|r| r.get(0)).collect();
+                    if ids.is_empty() {
+                        return Ok::<_, tokio_postgres::Error>(());
+                    }
+                    client.execute(&settle, &[&ids]).await?;
+                }
+            }));
+        }
+        for worker in workers {
+            worker.await??;
+        }
+        let rate = events as f64 / started.elapsed().as_secs_f64();
+        client.batch_execute("drop table public.bench_jobs, public.bench_attempts").await?;
+        Ok(rate)
+    }
+
+    /// Commits/s of `statement` run in autocommit by `writers` connections.
+    async fn commit_rate(&self, args: &Args, statement: &'static str) -> anyhow::Result<f64> {
+        let until = Instant::now() + Duration::from_secs(args.seconds);
+        let mut writers = Vec::new();
+        for _ in 0..args.writers {
+            let client = db::connect(&self.url).await?;
+            writers.push(tokio::spawn(async move {
+                let prepared = client.prepare(statement).await?;
+                let mut commits = 0u64;
+                while Instant::now() < until {
+                    client.execute(&prepared, &[]).await?;
+                    commits += 1;
+                }
+                Ok::<_, tokio_postgres::Error>(commits)
+            }));
+        }
+        let mut total = 0;
+        for writer in writers {
+            total += writer.await??;
+        }
+        Ok(total as f64 / args.seconds as f64)
+    }
+
+    async fn insert_backlog(&self, events: u64) -> anyhow::Result<()> {
+        let client = db::connect(&self.url).await?;
+        client
+            .execute(
+                "insert into postbox.outbox (event_type, payload)
+                 select 'bench.event', jsonb_build_object('n', n, 'text', 'lorem ipsum dolor sit amet')
+                 from generate_series(1, $1::int8) as n",
+                &[&(events as i64)],
+            )
+            .await?;
+        Ok(())
+    }
+
+    fn start_relay(&self) -> anyhow::Result<Child> {
+        Command::new(&self.relay_bin)
+            .arg("run")
+            .env("POSTBOX_DATABASE__URL", &self.url)
+            .env("POSTBOX_NETWORK__ALLOW_PRIVATE", "true")
+            .env("POSTBOX_ADMIN__LISTEN", "127.0.0.1:0")
+            .env("POSTBOX_DELIVERY__ENDPOINT_CONCURRENCY", "256")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .with_context(|| format!("cannot start {}", self.relay_bin.display()))
+    }
+
+    /// Waits until the receiver has seen `count` requests; returns the peak RSS
+    /// of `pid` sampled meanwhile.
+    async fn wait_received(&self, count: u64, pid: Option<u32>, limit: Duration) -> anyhow::Result<u64> {
+        let deadline = Instant::now() + limit;
+        let mut peak = 0;
+        while self.received.count.load(Ordering::Relaxed) < count {
+            if let Some(pid) = pid {
+                peak = peak.max(rss(pid));
+            }
+            if Instant::now() > deadline {
+                bail!("only {} of {count} webhooks arrived within {limit:?}", self.received.count.load(Ordering::Relaxed));
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Ok(peak)
+    }
+
+    /// Commit-to-receipt latencies in ms at a steady `rate`.
+    async fn latency(&self, args: &Args) -> anyhow::Result<Vec<f64>> {
+        let client = db::connect(&self.url).await?;
+        let emit = client.prepare("select postbox.emit('bench.event', '{\"latency\": true}')").await?;
+        let mut committed = Vec::with_capacity(args.latency_events as usize);
+        let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / args.rate as f64));
+        for _ in 0..args.latency_events {
+            tick.tick().await;
+            let id: uuid::Uuid = client.query_one(&emit, &[]).await?.get(0);
+            committed.push((id.to_string(), Instant::now()));
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let arrivals = self.received.arrivals.lock().expect("not poisoned");
+        let mut latencies: Vec<f64> = committed
+            .iter()
+            .filter_map(|(id, at)| arrivals.get(id).map(|arrived| arrived.saturating_duration_since(*at).as_secs_f64() * 1000.0))
+            .collect();
+        if latencies.len() < committed.len() {
+            bail!("{} of {} latency events did not arrive", committed.len() - latencies.len(), committed.len());
+        }
+        latencies.sort_by(f64::total_cmp);
+        Ok(latencies)
+    }
+}
+
+async fn receive(State(received): State<Arc<Received>>, headers: HeaderMap) -> axum::http::StatusCode {
+    let now = Instant::now();
+    if let Some(id) = headers.get("webhook-id").and_then(|v| v.to_str().ok()) {
+        received.arrivals.lock().expect("not poisoned").insert(id.to_owned(), now);
+    }
+    received.count.fetch_add(1, Ordering::Relaxed);
+    axum::http::StatusCode::NO_CONTENT
+}
+
+fn quantile(sorted: &[f64], q: f64) -> f64 {
+    sorted.get(((sorted.len() as f64 * q) as usize).min(sorted.len().saturating_sub(1))).copied().unwrap_or(f64::NAN)
+}
+
+fn rss(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("VmRSS:")?.split_whitespace().next()?.parse::<u64>().ok()))
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// The benchmark database is dropped next, so a graceful stop buys nothing.
+fn stop(relay: &mut Child) {
+    let _ = relay.kill();
+    let _ = relay.wait();
+}
