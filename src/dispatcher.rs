@@ -25,6 +25,70 @@ pub type Result<T = ()> = std::result::Result<T, QueryError>;
 /// How long a busy mark keeps apps from notifying; refreshed while busy.
 const BUSY_MARK: Duration = Duration::from_secs(5);
 const BUSY_MARK_REFRESH: Duration = Duration::from_secs(1);
+/// Events per second above which NOTIFY per app transaction costs more than
+/// polling: the relay polls every `BUSY_POLL` instead.
+const BUSY_RATE: i64 = 1000;
+const BUSY_POLL: Duration = Duration::from_millis(5);
+/// Quiet time after which a busy relay goes back to waiting for NOTIFY.
+const IDLE_AFTER: Duration = Duration::from_secs(1);
+
+/// What the dispatcher does after a pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    /// Claim again at once (a full batch: there is a backlog).
+    Again,
+    /// Claim again after this pause (sustained traffic: NOTIFY is off).
+    Poll(Duration),
+    /// Wait for a wake-up or the poll interval.
+    Wait,
+}
+
+/// Pure pacing state: the event rate over the last second decides between
+/// NOTIFY-driven waiting (idle: lowest latency) and fast polling (busy: apps
+/// skip NOTIFY, which would otherwise cap their commit rate).
+#[derive(Debug, Clone)]
+pub struct Pace {
+    busy: bool,
+    window_start: Instant,
+    window_events: i64,
+    last_event: Instant,
+}
+
+impl Pace {
+    pub fn new(now: Instant) -> Self {
+        Self { busy: false, window_start: now, window_events: 0, last_event: now }
+    }
+
+    pub fn busy(&self) -> bool {
+        self.busy
+    }
+
+    pub fn after_pass(&mut self, events: i64, batch_size: i64, now: Instant) -> Next {
+        if now.duration_since(self.window_start) >= Duration::from_secs(1) {
+            // Hysteresis: a busy relay goes back to NOTIFY once a whole second
+            // ran at less than three quarters of the busy rate.
+            if self.busy && self.window_events < BUSY_RATE * 3 / 4 {
+                self.busy = false;
+            }
+            self.window_start = now;
+            self.window_events = 0;
+        }
+        self.window_events += events;
+        if events > 0 {
+            self.last_event = now;
+        }
+        if events >= batch_size || self.window_events >= BUSY_RATE {
+            self.busy = true;
+        } else if self.busy && now.duration_since(self.last_event) >= IDLE_AFTER {
+            self.busy = false;
+        }
+        match (events >= batch_size, self.busy) {
+            (true, _) => Next::Again,
+            (false, true) => Next::Poll(BUSY_POLL),
+            (false, false) => Next::Wait,
+        }
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct DispatcherConfig {
@@ -71,30 +135,19 @@ impl Dispatcher {
         Ok(dispatched)
     }
 
-    /// Runs until `shutdown`. While batches come back full there is a backlog:
-    /// it claims again at once and marks itself busy, so apps skip NOTIFY.
-    /// Otherwise it waits for `wake` or the poll interval.
+    /// Runs until `shutdown`, pacing itself with [`Pace`]: a full batch means
+    /// claim again at once; sustained traffic means poll every few ms with the
+    /// busy mark set, so apps' inserts skip NOTIFY; otherwise wait for `wake`
+    /// or the poll interval.
     pub async fn run(self, wake: Arc<Notify>, shutdown: CancellationToken) {
-        let mut busy_marked_at: Option<Instant> = None;
+        let mut pace = Pace::new(Instant::now());
+        let mut marked_at: Option<Instant> = None;
         let mut failures = 0u32;
         while !shutdown.is_cancelled() {
-            match self.run_once().await {
-                Ok(dispatched) if dispatched.events >= i64::from(self.config.batch_size) => {
+            let events = match self.run_once().await {
+                Ok(dispatched) => {
                     failures = 0;
-                    if busy_marked_at.is_none_or(|at| at.elapsed() >= BUSY_MARK_REFRESH) {
-                        self.mark(sql::WAKEUP_MARK_BUSY, true).await;
-                        busy_marked_at = Some(Instant::now());
-                    }
-                    continue;
-                }
-                Ok(_) => {
-                    failures = 0;
-                    if busy_marked_at.take().is_some() {
-                        // Look once more after clearing the mark: an insert that
-                        // saw the mark did not notify.
-                        self.mark(sql::WAKEUP_MARK_IDLE, false).await;
-                        continue;
-                    }
+                    dispatched.events
                 }
                 Err(err) => {
                     failures += 1;
@@ -102,14 +155,32 @@ impl Dispatcher {
                     sleep_or_cancel(backoff(failures), &shutdown).await;
                     continue;
                 }
+            };
+            let next = pace.after_pass(events, i64::from(self.config.batch_size), Instant::now());
+            if pace.busy() {
+                if marked_at.is_none_or(|at| at.elapsed() >= BUSY_MARK_REFRESH) {
+                    self.mark(sql::WAKEUP_MARK_BUSY, true).await;
+                    marked_at = Some(Instant::now());
+                }
+            } else if marked_at.take().is_some() {
+                // Look once more after clearing the mark: an insert that saw
+                // the mark did not notify.
+                self.mark(sql::WAKEUP_MARK_IDLE, false).await;
+                continue;
             }
-            tokio::select! {
-                _ = wake.notified() => {}
-                _ = tokio::time::sleep(self.config.poll_interval) => {}
-                _ = shutdown.cancelled() => {}
+            match next {
+                Next::Again => continue,
+                Next::Poll(after) => sleep_or_cancel(after, &shutdown).await,
+                Next::Wait => {
+                    tokio::select! {
+                        _ = wake.notified() => {}
+                        _ = tokio::time::sleep(self.config.poll_interval) => {}
+                        _ = shutdown.cancelled() => {}
+                    }
+                }
             }
         }
-        if busy_marked_at.is_some() {
+        if marked_at.is_some() {
             self.mark(sql::WAKEUP_MARK_IDLE, false).await;
         }
         info!("dispatcher stopped");
@@ -132,5 +203,60 @@ impl Dispatcher {
         if let Err(err) = result {
             error!(error = %err, busy, "updating the wake-up mark failed");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_batch_claims_again_at_once_and_marks_busy() {
+        let start = Instant::now();
+        let mut pace = Pace::new(start);
+        assert_eq!(pace.after_pass(500, 500, start), Next::Again);
+        assert!(pace.busy());
+    }
+
+    #[test]
+    fn light_traffic_waits_for_notify() {
+        let start = Instant::now();
+        let mut pace = Pace::new(start);
+        for ms in 0..100 {
+            assert_eq!(pace.after_pass(5, 500, start + Duration::from_millis(ms * 10)), Next::Wait);
+        }
+        assert!(!pace.busy(), "500 events/s stays on NOTIFY");
+    }
+
+    #[test]
+    fn sustained_traffic_polls_then_quiet_goes_back_to_notify() {
+        let start = Instant::now();
+        let mut pace = Pace::new(start);
+        let mut now = start;
+        let mut next = Next::Wait;
+        for _ in 0..300 {
+            now += Duration::from_millis(2);
+            next = pace.after_pass(5, 500, now); // 2500 events/s
+        }
+        assert_eq!(next, Next::Poll(BUSY_POLL));
+        assert!(pace.busy());
+        assert_eq!(pace.after_pass(0, 500, now + Duration::from_millis(500)), Next::Poll(BUSY_POLL));
+        assert_eq!(pace.after_pass(0, 500, now + Duration::from_millis(1500)), Next::Wait);
+        assert!(!pace.busy());
+    }
+
+    #[test]
+    fn a_busy_relay_returns_to_notify_when_traffic_slows_but_does_not_stop() {
+        let start = Instant::now();
+        let mut pace = Pace::new(start);
+        assert_eq!(pace.after_pass(500, 500, start), Next::Again);
+        let mut now = start;
+        let mut next = Next::Again;
+        for _ in 0..1000 {
+            now += Duration::from_micros(2500);
+            next = pace.after_pass(1, 500, now); // 400 events/s, never quiet
+        }
+        assert_eq!(next, Next::Wait);
+        assert!(!pace.busy());
     }
 }

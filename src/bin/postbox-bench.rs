@@ -27,11 +27,18 @@ use postbox::{db, schema};
 use serde_json::json;
 use tokio_postgres::Client;
 
+/// What an app does: one outbox row per transaction.
+const OUTBOX_INSERT: &str = "insert into postbox.outbox (event_type, payload) values ('bench.event', '{}')";
+
 #[derive(Debug, Parser)]
 #[command(about = "Benchmark postbox against this machine's limits")]
 struct Args {
     /// Server to create the private benchmark database on
-    #[arg(long, env = "POSTBOX_BENCH_DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
+    #[arg(
+        long,
+        env = "POSTBOX_BENCH_DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/postgres"
+    )]
     server: String,
     /// Backlog size for the drain and memory phases
     #[arg(long, default_value_t = 20_000)]
@@ -107,7 +114,8 @@ impl Report {
 
 impl Bench {
     async fn create(args: &Args) -> anyhow::Result<Self> {
-        let admin = db::connect(&args.server).await.context("cannot reach the benchmark server (--server)")?;
+        let admin =
+            db::connect(&args.server).await.context("cannot reach the benchmark server (--server)")?;
         let name = format!("postbox_bench_{}", uuid::Uuid::new_v4().simple());
         admin.batch_execute(&format!("create database {name}")).await?;
         let mut url = url::Url::parse(&args.server).context("--server must be a postgres:// URL")?;
@@ -151,17 +159,40 @@ impl Bench {
 
         eprintln!("(1) minimal per-event SQL ...");
         let ceiling = self.minimal_sql(args.events.min(50_000)).await?;
-        report.add("sql_ceiling_events_per_s", "(1) minimal SQL per event (claim 100, record, settle)", ceiling, "events/s", None);
+        report.add(
+            "sql_ceiling_events_per_s",
+            "(1) minimal SQL per event (claim 100, record, settle)",
+            ceiling,
+            "events/s",
+            None,
+        );
 
         eprintln!("(2) app commit rates ...");
-        let plain = self.commit_rate(args, "insert into public.bench_plain (event_type, payload) values ('bench.event', '{}')").await?;
+        let plain = self
+            .commit_rate(
+                args,
+                "insert into public.bench_plain (event_type, payload) values ('bench.event', '{}')",
+            )
+            .await?;
         report.add("commits_plain_per_s", "(2a) app commits, plain table", plain, "commits/s", None);
         self.sql("update postbox.wakeup set busy_until = '-infinity', notify = true").await?;
-        let notify = self.commit_rate(args, "select postbox.emit('bench.event', '{}')").await?;
-        report.add("commits_outbox_idle_relay_per_s", "(2b) app commits, outbox, relay idle (NOTIFY)", notify, "commits/s", Some((notify / plain, "2a")));
+        let notify = self.commit_rate(args, OUTBOX_INSERT).await?;
+        report.add(
+            "commits_outbox_idle_relay_per_s",
+            "(2b) app commits, outbox, relay idle (NOTIFY)",
+            notify,
+            "commits/s",
+            Some((notify / plain, "2a")),
+        );
         self.sql("update postbox.wakeup set busy_until = 'infinity'").await?;
-        let busy = self.commit_rate(args, "select postbox.emit('bench.event', '{}')").await?;
-        report.add("commits_outbox_busy_relay_per_s", "(2c) app commits, outbox, relay busy (no NOTIFY)", busy, "commits/s", Some((busy / plain, "2a")));
+        let busy = self.commit_rate(args, OUTBOX_INSERT).await?;
+        report.add(
+            "commits_outbox_busy_relay_per_s",
+            "(2c) app commits, outbox, relay busy (no NOTIFY)",
+            busy,
+            "commits/s",
+            Some((busy / plain, "2a")),
+        );
         self.sql("update postbox.wakeup set busy_until = '-infinity'; truncate postbox.outbox cascade; truncate public.bench_plain").await?;
 
         eprintln!("(3) backlog drain of {} events ...", args.events);
@@ -170,17 +201,35 @@ impl Bench {
         let started = Instant::now();
         let peak_rss = self.wait_received(args.events, Some(relay.id()), Duration::from_secs(600)).await?;
         let drain = args.events as f64 / started.elapsed().as_secs_f64();
-        report.add("drain_events_per_s", "(3) backlog drain through the relay", drain, "events/s", Some((drain / ceiling, "1")));
-        report.add("relay_peak_rss_mib", "(6) relay peak RSS during the drain", peak_rss as f64 / 1048576.0, "MiB", None);
+        report.add(
+            "drain_events_per_s",
+            "(3) backlog drain through the relay",
+            drain,
+            "events/s",
+            Some((drain / ceiling, "1")),
+        );
+        report.add(
+            "relay_peak_rss_mib",
+            "(6) relay peak RSS during the drain",
+            peak_rss as f64 / 1048576.0,
+            "MiB",
+            None,
+        );
 
         eprintln!("(4) sustained load with {} writers ...", args.writers);
         let before = self.received.count.load(Ordering::Relaxed);
-        let sustained_commits = self.commit_rate(args, "select postbox.emit('bench.event', '{}')").await?;
+        let sustained_commits = self.commit_rate(args, OUTBOX_INSERT).await?;
         let written = (sustained_commits * args.seconds as f64) as u64;
         let deadline = Instant::now();
         self.wait_received(before + written, None, Duration::from_secs(600)).await?;
         let delivered = written as f64 / (args.seconds as f64 + deadline.elapsed().as_secs_f64());
-        report.add("sustained_delivered_per_s", "(4) sustained: delivered while apps write", delivered, "events/s", None);
+        report.add(
+            "sustained_delivered_per_s",
+            "(4) sustained: delivered while apps write",
+            delivered,
+            "events/s",
+            None,
+        );
         report.add(
             "sustained_app_commits_per_s",
             "(4) sustained: app commits meanwhile",
@@ -191,7 +240,11 @@ impl Bench {
 
         eprintln!("(5) latency at {} events/s ...", args.rate);
         let latencies = self.latency(args).await?;
-        for (key, label, q) in [("latency_p50_ms", "(5) commit to receipt p50", 0.50), ("latency_p95_ms", "(5) commit to receipt p95", 0.95), ("latency_p99_ms", "(5) commit to receipt p99", 0.99)] {
+        for (key, label, q) in [
+            ("latency_p50_ms", "(5) commit to receipt p50", 0.50),
+            ("latency_p95_ms", "(5) commit to receipt p95", 0.95),
+            ("latency_p99_ms", "(5) commit to receipt p99", 0.99),
+        ] {
             report.add(key, label, quantile(&latencies, q), "ms", None);
         }
         stop(&mut relay);
@@ -315,7 +368,10 @@ impl Bench {
                 peak = peak.max(rss(pid));
             }
             if Instant::now() > deadline {
-                bail!("only {} of {count} webhooks arrived within {limit:?}", self.received.count.load(Ordering::Relaxed));
+                bail!(
+                    "only {} of {count} webhooks arrived within {limit:?}",
+                    self.received.count.load(Ordering::Relaxed)
+                );
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
@@ -328,19 +384,30 @@ impl Bench {
         let emit = client.prepare("select postbox.emit('bench.event', '{\"latency\": true}')").await?;
         let mut committed = Vec::with_capacity(args.latency_events as usize);
         let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / args.rate as f64));
-        for _ in 0..args.latency_events {
+        // Two seconds at the rate first, so that the relay settles into its
+        // steady state for this rate before anything is measured.
+        let warm_up = args.rate * 2;
+        for n in 0..warm_up + args.latency_events {
             tick.tick().await;
             let id: uuid::Uuid = client.query_one(&emit, &[]).await?.get(0);
-            committed.push((id.to_string(), Instant::now()));
+            if n >= warm_up {
+                committed.push((id.to_string(), Instant::now()));
+            }
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
         let arrivals = self.received.arrivals.lock().expect("not poisoned");
         let mut latencies: Vec<f64> = committed
             .iter()
-            .filter_map(|(id, at)| arrivals.get(id).map(|arrived| arrived.saturating_duration_since(*at).as_secs_f64() * 1000.0))
+            .filter_map(|(id, at)| {
+                arrivals.get(id).map(|arrived| arrived.saturating_duration_since(*at).as_secs_f64() * 1000.0)
+            })
             .collect();
         if latencies.len() < committed.len() {
-            bail!("{} of {} latency events did not arrive", committed.len() - latencies.len(), committed.len());
+            bail!(
+                "{} of {} latency events did not arrive",
+                committed.len() - latencies.len(),
+                committed.len()
+            );
         }
         latencies.sort_by(f64::total_cmp);
         Ok(latencies)
@@ -357,13 +424,18 @@ async fn receive(State(received): State<Arc<Received>>, headers: HeaderMap) -> a
 }
 
 fn quantile(sorted: &[f64], q: f64) -> f64 {
-    sorted.get(((sorted.len() as f64 * q) as usize).min(sorted.len().saturating_sub(1))).copied().unwrap_or(f64::NAN)
+    sorted
+        .get(((sorted.len() as f64 * q) as usize).min(sorted.len().saturating_sub(1)))
+        .copied()
+        .unwrap_or(f64::NAN)
 }
 
 fn rss(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
-        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("VmRSS:")?.split_whitespace().next()?.parse::<u64>().ok()))
+        .and_then(|s| {
+            s.lines().find_map(|l| l.strip_prefix("VmRSS:")?.split_whitespace().next()?.parse::<u64>().ok())
+        })
         .map_or(0, |kb| kb * 1024)
 }
 
