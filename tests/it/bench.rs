@@ -1,0 +1,33 @@
+//! The benchmark runs (tiny sizes): it is for numbers, this only checks it works.
+
+use std::process::Command;
+
+use crate::support::db::server_url;
+
+#[test]
+fn the_benchmark_runs_end_to_end_and_prints_every_figure() {
+    let output = Command::new(env!("CARGO_BIN_EXE_postbox-bench"))
+        .args(["--server", &server_url(), "--events", "300", "--seconds", "1", "--writers", "2"])
+        .args(["--rate", "200", "--latency-events", "50"])
+        .output()
+        .expect("run postbox-bench");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}{}", String::from_utf8_lossy(&output.stderr));
+    let json: serde_json::Value =
+        serde_json::from_str(stdout.lines().last().expect("a JSON line")).expect("the last line is JSON");
+    for key in [
+        "sql_ceiling_events_per_s",
+        "commits_plain_per_s",
+        "commits_outbox_idle_relay_per_s",
+        "commits_outbox_busy_relay_per_s",
+        "drain_events_per_s",
+        "drain_events_per_s_ratio",
+        "sustained_delivered_per_s",
+        "sustained_app_commits_per_s_ratio",
+        "latency_p50_ms",
+        "latency_p99_ms",
+        "relay_peak_rss_mib",
+    ] {
+        assert!(json[key].as_f64().is_some_and(|v| v > 0.0), "{key} missing or zero in {json}");
+    }
+}
