@@ -195,12 +195,9 @@ async fn endpoints_can_be_managed_end_to_end_over_the_api() {
 
     app.emit("order.created", json!({"id": 1})).await;
     receiver.recv().await;
-    // Bounded wait until the relay has recorded it: a delivery in flight is not replayed.
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while app.count("select count(*) from postbox.deliveries where status = 'succeeded'").await < 2 {
-        assert!(std::time::Instant::now() < deadline, "deliveries not recorded within 10 s");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    // Recorded first: a delivery in flight is not replayed.
+    let succeeded = "select count(*) from postbox.deliveries where status = 'succeeded'";
+    app.wait_for_count(succeeded, 2, Duration::from_secs(10)).await;
     let (status, replayed) =
         admin.post(&format!("/api/v1/endpoints/{id}/replay"), json!({"since": "1h"})).await;
     assert_eq!(

@@ -18,6 +18,11 @@ fn expected_signature(secret: &str, id: &str, timestamp: &str, body: &[u8]) -> S
     format!("v1,{}", STANDARD.encode(mac.finalize().into_bytes()))
 }
 
+async fn seconds_until_next_attempt(app: &TestApp) -> f64 {
+    let query = "select extract(epoch from next_attempt_at - now())::float8 from postbox.deliveries";
+    app.sql.query_one(query, &[]).await.unwrap().get(0)
+}
+
 #[tokio::test]
 async fn a_delivery_is_signed_and_shaped_as_the_spec_says() {
     let app = TestApp::new().await;
@@ -184,23 +189,13 @@ async fn retries_wait_for_the_schedule_and_honour_retry_after() {
     app.dispatch().await;
 
     assert_eq!(app.deliver().await, 1);
-    let wait: f64 = app
-        .sql
-        .query_one("select extract(epoch from next_attempt_at - now())::float8 from postbox.deliveries", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let wait = seconds_until_next_attempt(&app).await;
     assert!((4.0..=5.6).contains(&wait), "second attempt due in about 5 s (±10%), got {wait}");
     assert_eq!(app.deliver().await, 0, "not due yet");
 
     app.sql.batch_execute("update postbox.deliveries set next_attempt_at = now()").await.unwrap();
     assert_eq!(app.deliver().await, 1);
-    let wait: f64 = app
-        .sql
-        .query_one("select extract(epoch from next_attempt_at - now())::float8 from postbox.deliveries", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let wait = seconds_until_next_attempt(&app).await;
     assert!(wait >= 270.0, "the schedule's 5m wins over a shorter Retry-After, got {wait}");
 }
 
@@ -214,12 +209,7 @@ async fn retry_after_longer_than_the_schedule_is_honoured() {
     receiver.script([Reply::status(503).header("retry-after", "120")]);
     app.dispatch().await;
     app.deliver().await;
-    let wait: f64 = app
-        .sql
-        .query_one("select extract(epoch from next_attempt_at - now())::float8 from postbox.deliveries", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let wait = seconds_until_next_attempt(&app).await;
     assert!((118.0..=121.0).contains(&wait), "Retry-After: 120 honoured, got {wait}");
 }
 

@@ -30,37 +30,12 @@ async fn insert_events(app: &TestApp, count: usize) {
         .unwrap();
 }
 
-/// Bounded wait until no delivery is left unsucceeded.
+/// Bounded wait until every event is dispatched and every delivery succeeded.
 async fn wait_all_succeeded(app: &TestApp, limit: Duration) {
-    let deadline = Instant::now() + limit;
-    loop {
-        let open = app.count("select count(*) from postbox.deliveries where status <> 'succeeded'").await;
-        let undispatched = app.count("select count(*) from postbox.outbox where dispatched_at is null").await;
-        if open == 0 && undispatched == 0 {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{open} deliveries and {undispatched} events still open after {limit:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-async fn wait_for_listeners(app: &TestApp, count: i64) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while app
-        .count(&format!(
-            "select count(*) from pg_stat_activity where datname = '{}'
-             and application_name = 'postbox-listen' and query ilike 'listen%'",
-            app.db.name
-        ))
-        .await
-        < count
-    {
-        assert!(Instant::now() < deadline, "fewer than {count} relays listening after 20 s");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let open = "select (select count(*) from postbox.deliveries where status <> 'succeeded')
+                     + (select count(*) from postbox.outbox where dispatched_at is null)";
+    crate::support::eventually(limit, "all deliveries succeeded", || async { app.count(open).await == 0 })
+        .await;
 }
 
 async fn stop_all(relays: &mut [RelayProcess]) {
@@ -137,7 +112,7 @@ async fn several_relays_share_the_work_without_duplicates() {
         app.subscribe(&receiver.url("/"), &["*"]).await;
         let mut relays: Vec<RelayProcess> =
             (0..relay_count).map(|_| RelayProcess::start(&app.db.url, FAST_RELAY)).collect();
-        wait_for_listeners(&app, relay_count as i64).await;
+        app.wait_for_listeners(relay_count as i64).await;
 
         let started = Instant::now();
         insert_events(&app, EVENTS).await;
@@ -250,7 +225,7 @@ async fn a_killed_listen_connection_reconnects_and_events_still_arrive() {
     let settings = test_settings(&app.db.url, &[("POSTBOX_RELAY__POLL_INTERVAL", "60s")]);
     let shutdown = CancellationToken::new();
     let relay = tokio::spawn(postbox::run(settings, shutdown.clone()));
-    wait_for_listeners(&app, 1).await;
+    app.wait_for_listeners(1).await;
 
     for round in 0..3 {
         let killed = app

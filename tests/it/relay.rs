@@ -7,25 +7,6 @@ use tokio_util::sync::CancellationToken;
 
 use crate::support::{app::test_settings, Receiver, Reply, TestApp, TestDb};
 
-/// Bounded wait until the relay's LISTEN connection is up.
-async fn wait_for_listener(app: &TestApp) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let listening = app
-            .count(&format!(
-                "select count(*) from pg_stat_activity where datname = '{}'
-                 and application_name = 'postbox-listen' and query ilike 'listen%' and state = 'idle'",
-                app.db.name
-            ))
-            .await;
-        if listening > 0 {
-            return;
-        }
-        assert!(Instant::now() < deadline, "the relay did not LISTEN within 10 s");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
 #[tokio::test]
 async fn a_committed_event_wakes_the_relay_through_notify_and_arrives() {
     // Polling every minute: only NOTIFY can make this arrive within the receiver's 10 s.
@@ -36,7 +17,7 @@ async fn a_committed_event_wakes_the_relay_through_notify_and_arrives() {
     let settings = test_settings(&app.db.url, &[("POSTBOX_RELAY__POLL_INTERVAL", "60s")]);
     let shutdown = CancellationToken::new();
     let relay = tokio::spawn(postbox::run(settings, shutdown.clone()));
-    wait_for_listener(&app).await;
+    app.wait_for_listeners(1).await;
 
     let committed = Instant::now();
     let event = app.emit("order.created", json!({"id": 1})).await;

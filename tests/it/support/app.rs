@@ -125,6 +125,24 @@ impl TestApp {
     pub async fn count(&self, query: &str) -> i64 {
         self.sql.query_one(query, &[]).await.unwrap().get(0)
     }
+
+    /// Bounded wait until `query` (a count) reaches `at_least`.
+    pub async fn wait_for_count(&self, query: &str, at_least: i64, limit: std::time::Duration) {
+        super::eventually(limit, &format!("`{query}` reaching {at_least}"), || async {
+            self.count(query).await >= at_least
+        })
+        .await;
+    }
+
+    /// Bounded wait until `relays` relays LISTEN on this database.
+    pub async fn wait_for_listeners(&self, relays: i64) {
+        let query = format!(
+            "select count(*) from pg_stat_activity where datname = '{}'
+             and application_name = 'postbox-listen' and query ilike 'listen%'",
+            self.db.name
+        );
+        self.wait_for_count(&query, relays, std::time::Duration::from_secs(20)).await;
+    }
 }
 
 pub fn test_settings(database_url: &str, overrides: &[(&str, &str)]) -> Settings {
