@@ -1,9 +1,8 @@
 # syntax=docker/dockerfile:1
 FROM rust:1-bookworm AS build
 WORKDIR /src
-COPY Cargo.toml Cargo.lock ./
-COPY src ./src
-COPY sql ./sql
+# Everything the manifest names (src, sql, docs, tests); .dockerignore keeps target/ out.
+COPY . .
 RUN cargo build --release --locked --bin postbox
 
 FROM debian:bookworm-slim
