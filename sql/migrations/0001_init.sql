@@ -417,6 +417,27 @@ $$;
 create trigger endpoints_validate before insert or update on postbox.endpoints
     for each row execute function postbox.endpoints_validate();
 
+-- Parks a disabled endpoint's pending deliveries at 'infinity', so they never
+-- sit at the head of the due queue, and makes them due at once on re-enable.
+-- Deliveries in flight keep their lease; their outcome is parked likewise.
+create function postbox.endpoints_pause_or_resume() returns trigger
+language plpgsql
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+    update postbox.deliveries d
+    set next_attempt_at = case when new.enabled then now() else 'infinity' end
+    where d.endpoint_id = new.id
+      and d.status = 'pending'
+      and (d.lease_token is null or d.next_attempt_at <= now());
+    return null;
+end;
+$$;
+
+create trigger endpoints_pause_or_resume after update of enabled on postbox.endpoints
+    for each row when (old.enabled is distinct from new.enabled)
+    execute function postbox.endpoints_pause_or_resume();
+
 create function postbox.subscribe(
     url         text,
     event_types text[] default '{*}',
@@ -734,9 +755,9 @@ begin
     ),
     upserted as (
         insert into postbox.deliveries as d (event_id, endpoint_id, next_attempt_at)
-        select m.event_id, endpoint, now() from matching m
+        select m.event_id, endpoint, case when target.enabled then now() else 'infinity' end from matching m
         on conflict on constraint deliveries_event_endpoint_key do update
-            set status = 'pending', next_attempt_at = now(), lease_token = null, updated_at = now()
+            set status = 'pending', next_attempt_at = excluded.next_attempt_at, lease_token = null, updated_at = now()
             where d.lease_token is null or d.next_attempt_at <= now()
         returning 1
     )
@@ -756,15 +777,18 @@ set search_path = pg_catalog, pg_temp
 as $$
 declare
     event uuid;
+    target_enabled boolean;
 begin
-    if not exists (select 1 from postbox.endpoints e where e.id = endpoint) then
+    select e.enabled into target_enabled from postbox.endpoints e where e.id = endpoint;
+    if not found then
         raise exception 'no endpoint with id %', endpoint using errcode = 'no_data_found';
     end if;
     -- Dispatched already: the dispatcher must not fan it out to others.
     insert into postbox.outbox (event_type, payload, dispatched_at)
     values ('postbox.ping', jsonb_build_object('endpoint_id', endpoint, 'message', 'ping from postbox'), now())
     returning event_id into event;
-    insert into postbox.deliveries (event_id, endpoint_id, next_attempt_at) values (event, endpoint, now());
+    insert into postbox.deliveries (event_id, endpoint_id, next_attempt_at)
+    values (event, endpoint, case when target_enabled then now() else 'infinity' end);
     perform pg_notify('postbox', 'deliveries');
     return event;
 end;

@@ -17,15 +17,17 @@ settled as (
     update postbox.deliveries d
     set status = r.status,
         attempt_count = r.attempt_number,
-        next_attempt_at = case when r.status = 'pending'
-                               then now() + make_interval(secs => r.retry_in) end,
+        next_attempt_at = case when r.status <> 'pending' then null
+                               when e.enabled then now() + make_interval(secs => r.retry_in)
+                               else 'infinity' end,
         lease_token = null,
         last_error = case when r.status <> 'succeeded'
                           then coalesce(r.error, 'HTTP ' || r.response_status) end,
         updated_at = now()
-    from result r
+    from result r, postbox.endpoints e
     where d.id = r.delivery_id
       and d.lease_token = r.lease_token
+      and e.id = d.endpoint_id
     returning d.id, d.endpoint_id
 ),
 inserted as (

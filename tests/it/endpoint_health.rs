@@ -154,3 +154,54 @@ async fn a_hanging_endpoint_does_not_hold_up_the_others() {
     relay.await.unwrap().unwrap();
     assert!(took < Duration::from_secs(10), "40 webhooks to the healthy endpoint took {took:?}");
 }
+
+#[tokio::test]
+async fn a_disabled_endpoints_backlog_is_parked_and_never_blocks_the_queue() {
+    let app = TestApp::with_settings(&[("POSTBOX_RELAY__BATCH_SIZE", "10")]).await;
+    let mut receiver = Receiver::start().await;
+    app.register("a.b").await;
+    let paused = app.subscribe("http://127.0.0.1:9/paused", &["a.b"]).await;
+    for n in 0..100 {
+        app.emit("a.b", json!({ "n": n })).await;
+    }
+    while app.dispatch().await.events > 0 {}
+    app.sql.execute("update postbox.endpoints set enabled = false where id = $1", &[&paused]).await.unwrap();
+    let parked = "select count(*) from postbox.deliveries where next_attempt_at = 'infinity'";
+    assert_eq!(app.count(parked).await, 100, "pending deliveries parked");
+
+    // A later event for another endpoint is claimed at once, although 100
+    // older deliveries sit before it in the queue.
+    app.register("c.d").await;
+    let healthy = app.subscribe(&receiver.url("/"), &["c.d"]).await;
+    app.emit("c.d", json!({})).await;
+    app.dispatch().await;
+    let claimed = app.deliverer.claim(10).await.unwrap();
+    assert_eq!(claimed.iter().map(|c| c.endpoint_id).collect::<Vec<_>>(), [healthy]);
+    let record = app.deliverer.attempt(claimed.into_iter().next().unwrap()).await;
+    app.deliverer.record(&[record]).await.unwrap();
+    receiver.recv().await;
+
+    app.sql.execute("update postbox.endpoints set enabled = true where id = $1", &[&paused]).await.unwrap();
+    assert_eq!(app.count(parked).await, 0, "due again on re-enable");
+    assert_eq!(app.deliverer.claim(10).await.unwrap().len(), 10);
+}
+
+#[tokio::test]
+async fn an_endpoint_disabled_by_a_410_parks_its_other_deliveries() {
+    let app = TestApp::with_settings(&[("POSTBOX_DELIVERY__ENDPOINT_CONCURRENCY", "1")]).await;
+    let receiver = Receiver::start().await;
+    receiver.script([Reply::status(410)]);
+    app.register("a.b").await;
+    let endpoint = app.subscribe(&receiver.url("/"), &["*"]).await;
+    for _ in 0..3 {
+        app.emit("a.b", json!({})).await;
+    }
+    app.dispatch().await;
+    assert_eq!(app.deliver().await, 1, "one at a time to this endpoint");
+    assert!(!endpoint_state(&app, endpoint).await.0);
+    let parked = app
+        .count("select count(*) from postbox.deliveries where status = 'pending' and next_attempt_at = 'infinity'")
+        .await;
+    assert_eq!(parked, 2);
+    assert_eq!(app.deliver().await, 0);
+}
