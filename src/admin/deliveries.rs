@@ -72,8 +72,8 @@ pub struct DeliveryDetail {
     pub attempts: Vec<Attempt>,
 }
 
-/// Filters for [`list`]; all optional. Newest first; `before` (a delivery's
-/// `created_at`) pages back.
+/// Filters for [`list`]; all optional. Newest first; `before` (the id of the
+/// last delivery of a page) continues with the ones after it in that order.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Filter {
@@ -82,7 +82,7 @@ pub struct Filter {
     pub event_type: Option<String>,
     pub tenant: Option<String>,
     pub since: Option<String>,
-    pub before: Option<String>,
+    pub before: Option<Uuid>,
     pub limit: Option<i64>,
 }
 
@@ -106,7 +106,11 @@ pub async fn list(client: &Client, filter: &Filter) -> Result<Vec<Delivery>> {
         ("o.event_type = $", filter.event_type.as_ref().map(|v| v as _)),
         ("o.tenant = $", filter.tenant.as_ref().map(|v| v as _)),
         ("d.created_at >= $::text::timestamptz", filter.since.as_ref().map(|v| v as _)),
-        ("d.created_at < $::text::timestamptz", filter.before.as_ref().map(|v| v as _)),
+        // Keyset paging: deliveries of one dispatch batch share created_at.
+        (
+            "(d.created_at, d.id) < (select c.created_at, c.id from postbox.deliveries c where c.id = $)",
+            filter.before.as_ref().map(|v| v as _),
+        ),
     ];
     let mut conditions = Vec::new();
     let mut params: Vec<&(dyn ToSql + Sync)> = Vec::new();
@@ -120,7 +124,7 @@ pub async fn list(client: &Client, filter: &Filter) -> Result<Vec<Delivery>> {
     let where_clause =
         if conditions.is_empty() { String::new() } else { format!("where {}", conditions.join(" and ")) };
     let query = format!(
-        "select {COLUMNS} {FROM} {where_clause} order by d.created_at desc, d.id limit ${}",
+        "select {COLUMNS} {FROM} {where_clause} order by d.created_at desc, d.id desc limit ${}",
         params.len()
     );
     let rows = client.query(&query, &params).await?;

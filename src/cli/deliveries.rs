@@ -32,9 +32,9 @@ pub struct List {
     /// Created at or after this timestamp
     #[arg(long)]
     since: Option<String>,
-    /// Created before this timestamp (to page back)
-    #[arg(long)]
-    before: Option<String>,
+    /// Continue after this delivery id (the last one of the previous page)
+    #[arg(long, value_name = "ID")]
+    before: Option<Uuid>,
     #[arg(long, default_value_t = 50)]
     limit: i64,
 }

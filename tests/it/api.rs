@@ -331,3 +331,33 @@ async fn every_route_in_the_openapi_document_exists_and_answers_as_documented() 
     assert!(checked >= 17, "only {checked} operations documented");
     admin.stop().await;
 }
+
+#[tokio::test]
+async fn delivery_pages_cover_every_delivery_once_even_within_one_batch() {
+    let app = TestApp::new().await;
+    app.register("a.b").await;
+    app.subscribe("http://127.0.0.1:9/x", &["*"]).await;
+    for n in 0..25 {
+        app.emit("a.b", json!({ "n": n })).await;
+    }
+    app.dispatch().await; // one batch: every delivery has the same created_at
+    let admin = Admin::start(
+        &app.db.url,
+        &[("POSTBOX_RELAY__WAKEUP", "poll"), ("POSTBOX_RELAY__POLL_INTERVAL", "60s")],
+    )
+    .await;
+    let mut seen = std::collections::HashSet::new();
+    let mut path = "/api/v1/deliveries?limit=10".to_owned();
+    loop {
+        let (status, page) = admin.get(&path).await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        let page = page.as_array().unwrap().clone();
+        for delivery in &page {
+            assert!(seen.insert(delivery["id"].as_str().unwrap().to_owned()), "listed twice");
+        }
+        let Some(last) = page.last() else { break };
+        path = format!("/api/v1/deliveries?limit=10&before={}", last["id"].as_str().unwrap());
+    }
+    assert_eq!(seen.len(), 25);
+    admin.stop().await;
+}
