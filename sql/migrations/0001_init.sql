@@ -429,7 +429,7 @@ begin
     set next_attempt_at = case when new.enabled then now() else 'infinity' end
     where d.endpoint_id = new.id
       and d.status = 'pending'
-      and (d.lease_token is null or d.next_attempt_at <= now());
+      and (d.lease_token is null or d.leased_until <= now());
     return null;
 end;
 $$;
@@ -488,12 +488,15 @@ create table postbox.deliveries (
     endpoint_id     uuid not null references postbox.endpoints (id) on delete cascade,
     status          text not null default 'pending',
     attempt_count   int not null default 0,
-    -- when pending: when the next attempt is due. While a relay holds the
-    -- delivery, this is its lease expiry: a relay that dies leaves the row due
-    -- again once the lease runs out.
+    -- when pending: when the next attempt is due ('infinity' while the
+    -- endpoint is disabled)
     next_attempt_at timestamptz,
-    -- the holder's claim token; a result is recorded only with the current one
+    -- while a relay holds the delivery: its claim token (a result is recorded
+    -- only with the current one) and lease expiry. A relay that dies leaves
+    -- the row to others once the lease runs out. Neither column is indexed,
+    -- so a claim can be a HOT update.
     lease_token     uuid,
+    leased_until    timestamptz,
     last_error      text,
     created_at      timestamptz not null default now(),
     updated_at      timestamptz not null default now(),
@@ -503,6 +506,8 @@ create table postbox.deliveries (
     constraint deliveries_pending_has_next_attempt
         check ((status = 'pending') = (next_attempt_at is not null))
 );
+-- Room on each page for the claim's HOT update.
+alter table postbox.deliveries set (fillfactor = 80);
 create index deliveries_due_idx on postbox.deliveries (next_attempt_at) where status = 'pending';
 create index deliveries_endpoint_idx on postbox.deliveries (endpoint_id, created_at);
 
@@ -703,7 +708,7 @@ as $$
 declare
     target record;
 begin
-    select d.id, d.status, d.lease_token, d.next_attempt_at, e.enabled, e.disabled_reason, e.id as endpoint_id
+    select d.id, d.status, d.lease_token, d.leased_until, e.enabled, e.disabled_reason, e.id as endpoint_id
     into target
     from postbox.deliveries d
     join postbox.endpoints e on e.id = d.endpoint_id
@@ -717,11 +722,11 @@ begin
             coalesce(target.disabled_reason, 'by hand')
             using errcode = 'object_not_in_prerequisite_state';
     end if;
-    if target.lease_token is not null and target.next_attempt_at > now() then
+    if target.lease_token is not null and target.leased_until > now() then
         return; -- in flight right now
     end if;
     update postbox.deliveries d
-    set status = 'pending', next_attempt_at = now(), lease_token = null, updated_at = now()
+    set status = 'pending', next_attempt_at = now(), lease_token = null, leased_until = null, updated_at = now()
     where d.id = delivery;
     perform pg_notify('postbox', 'deliveries');
 end;
@@ -757,8 +762,9 @@ begin
         insert into postbox.deliveries as d (event_id, endpoint_id, next_attempt_at)
         select m.event_id, endpoint, case when target.enabled then now() else 'infinity' end from matching m
         on conflict on constraint deliveries_event_endpoint_key do update
-            set status = 'pending', next_attempt_at = excluded.next_attempt_at, lease_token = null, updated_at = now()
-            where d.lease_token is null or d.next_attempt_at <= now()
+            set status = 'pending', next_attempt_at = excluded.next_attempt_at, lease_token = null,
+                leased_until = null, updated_at = now()
+            where d.lease_token is null or d.leased_until <= now()
         returning 1
     )
     select count(*) into replayed from upserted;

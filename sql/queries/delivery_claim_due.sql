@@ -1,5 +1,6 @@
--- Claims up to $1 due deliveries: pushes next_attempt_at out by the lease
--- ($2 seconds) and stamps claim token $3, then returns what the request needs.
+-- Claims up to $1 due deliveries that no relay holds: a lease of $2 seconds
+-- under claim token $3 (unindexed columns: a HOT update), then returns what
+-- the request needs.
 -- Per endpoint it claims at most the free slots this relay has for it ($4
 -- endpoint ids with $5 free slots; $6 for any other endpoint), so one slow
 -- receiver cannot take every slot. Index: deliveries_due_idx (ordered scan).
@@ -15,6 +16,7 @@ candidate as (
     from postbox.deliveries d
     where d.status = 'pending'
       and d.next_attempt_at <= now()
+      and (d.leased_until is null or d.leased_until < now())
       and d.endpoint_id <> all (array(select b.endpoint_id from busy b where b.free <= 0))
     order by d.next_attempt_at
     limit $1::int8 * 4
@@ -35,12 +37,13 @@ due as (
     join within_cap w on w.id = d.id
     where d.status = 'pending'
       and d.next_attempt_at <= now()
+      and (d.leased_until is null or d.leased_until < now())
     order by d.next_attempt_at
     limit $1::int8
     for no key update of d skip locked
 )
 update postbox.deliveries d
-set next_attempt_at = now() + make_interval(secs => $2::float8),
+set leased_until = now() + make_interval(secs => $2::float8),
     lease_token = $3
 from due, postbox.outbox o, postbox.endpoints e
 where d.id = due.id

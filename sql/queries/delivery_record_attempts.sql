@@ -21,6 +21,7 @@ settled as (
                                when e.enabled then now() + make_interval(secs => r.retry_in)
                                else 'infinity' end,
         lease_token = null,
+        leased_until = null,
         last_error = case when r.status <> 'succeeded'
                           then coalesce(r.error, 'HTTP ' || r.response_status) end,
         updated_at = now()

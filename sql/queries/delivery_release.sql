@@ -1,8 +1,9 @@
--- Hands claimed deliveries back at once (shutdown): due now, no holder.
+-- Hands claimed deliveries back at once (shutdown): no holder, so they are
+-- due again (they were due when claimed).
 -- Pairs of (delivery id, claim token) as parallel arrays. Index: deliveries_pkey.
 update postbox.deliveries d
-set next_attempt_at = now(),
-    lease_token = null
+set lease_token = null,
+    leased_until = null
 from unnest($1::uuid[], $2::uuid[]) as r(id, lease_token)
 where d.id = r.id
   and d.lease_token = r.lease_token

@@ -354,7 +354,7 @@ async fn a_claimed_delivery_is_not_claimed_again_until_its_lease_expires() {
     assert_eq!(app.deliverer.claim(10).await.unwrap().len(), 1);
     assert!(app.deliverer.claim(10).await.unwrap().is_empty(), "held by the first claim");
     app.sql
-        .batch_execute("update postbox.deliveries set next_attempt_at = now() - interval '1 s'")
+        .batch_execute("update postbox.deliveries set leased_until = now() - interval '1 s'")
         .await
         .unwrap();
     let reclaimed = app.deliverer.claim(10).await.unwrap();
