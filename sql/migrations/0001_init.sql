@@ -90,6 +90,11 @@ create table postbox.outbox (
 );
 -- The dispatcher's work queue: only undispatched rows, in insertion order.
 create index outbox_undispatched_idx on postbox.outbox (id) where dispatched_at is null;
+-- Every dispatched row leaves a dead entry at the head of that index, which
+-- each dispatch pass walks until vacuum removes it (measured: 3.7 ms per pass
+-- after 300k events). Vacuum queue tables after a fixed number of changes, not
+-- a fraction of the table.
+alter table postbox.outbox set (autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 10000);
 
 -- Validates a row before it lands, with errors that name the bad value. A
 -- lookup here rather than a foreign key: a foreign key would take a KEY SHARE
@@ -506,8 +511,9 @@ create table postbox.deliveries (
     constraint deliveries_pending_has_next_attempt
         check ((status = 'pending') = (next_attempt_at is not null))
 );
--- Room on each page for the claim's HOT update.
-alter table postbox.deliveries set (fillfactor = 80);
+-- Room on each page for the claim's HOT update; vacuumed like the outbox.
+alter table postbox.deliveries set (fillfactor = 80, autovacuum_vacuum_scale_factor = 0,
+                                    autovacuum_vacuum_threshold = 10000);
 create index deliveries_due_idx on postbox.deliveries (next_attempt_at) where status = 'pending';
 create index deliveries_endpoint_idx on postbox.deliveries (endpoint_id, created_at);
 
