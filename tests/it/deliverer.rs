@@ -257,15 +257,7 @@ async fn connection_errors_timeouts_redirects_and_big_bodies_are_recorded_as_fai
     drop(closed);
     let refused = app.subscribe(&closed_url, &["*"]).await;
 
-    // accepts and never answers
-    let hanging = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let hanging_url = format!("http://{}/", hanging.local_addr().unwrap());
-    tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((socket, _)) = hanging.accept().await {
-            held.push(socket);
-        }
-    });
+    let hanging_url = crate::support::receiver::hanging_server().await;
     let hangs = app.subscribe(&hanging_url, &["*"]).await;
 
     // answers garbage

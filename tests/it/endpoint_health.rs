@@ -4,7 +4,6 @@
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -117,15 +116,7 @@ async fn claims_respect_the_per_endpoint_concurrency_cap() {
 async fn a_hanging_endpoint_does_not_hold_up_the_others() {
     let app = TestApp::new().await;
     app.register("a.b").await;
-    // Accepts connections and never answers.
-    let hanging = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let hanging_url = format!("http://{}/", hanging.local_addr().unwrap());
-    tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((socket, _)) = hanging.accept().await {
-            held.push(socket);
-        }
-    });
+    let hanging_url = crate::support::receiver::hanging_server().await;
     app.subscribe(&hanging_url, &["*"]).await;
     let mut receiver = Receiver::start().await;
     app.subscribe(&receiver.url("/"), &["*"]).await;

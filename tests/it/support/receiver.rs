@@ -161,3 +161,17 @@ async fn handle(
     }
     response
 }
+
+/// A server on 127.0.0.1:0 that accepts connections and never answers.
+/// Returns its base URL.
+pub async fn hanging_server() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    url
+}
