@@ -27,13 +27,7 @@ pub enum Error {
 /// A pool of at most `size` connections. Connections are made lazily, so this
 /// succeeds while the database is down; the first query reports it.
 pub fn pool(url: &str, size: usize) -> Result<Pool, Error> {
-    let mut config: tokio_postgres::Config = url.parse().map_err(Error::Url)?;
-    if config.get_application_name().is_none() {
-        config.application_name("postbox");
-    }
-    if config.get_connect_timeout().is_none() {
-        config.connect_timeout(Duration::from_secs(5));
-    }
+    let config = connection_config(url).map_err(Error::Url)?;
     let manager =
         Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
     Ok(Pool::builder(manager)
@@ -44,14 +38,23 @@ pub fn pool(url: &str, size: usize) -> Result<Pool, Error> {
         .build()?)
 }
 
-/// A single connection outside the pool (migrations, LISTEN). Its driver task
-/// runs until the client is dropped.
-pub async fn connect(url: &str) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+/// `url` parsed, with postbox's defaults where the URL sets none: the
+/// application name operators see in pg_stat_activity, and a connect timeout.
+pub fn connection_config(url: &str) -> Result<tokio_postgres::Config, tokio_postgres::Error> {
     let mut config: tokio_postgres::Config = url.parse()?;
     if config.get_application_name().is_none() {
         config.application_name("postbox");
     }
-    let (client, connection) = config.connect(NoTls).await?;
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(Duration::from_secs(5));
+    }
+    Ok(config)
+}
+
+/// A single connection outside the pool (migrations, LISTEN). Its driver task
+/// runs until the client is dropped.
+pub async fn connect(url: &str) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+    let (client, connection) = connection_config(url)?.connect(NoTls).await?;
     tokio::spawn(async move {
         if let Err(err) = connection.await {
             tracing::debug!(error = %err, "database connection closed");

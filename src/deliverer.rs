@@ -20,6 +20,7 @@ use tracing::{debug, error, info, warn};
 use uuid::Uuid;
 
 use crate::{
+    backoff::{backoff, sleep_or_cancel},
     db::{sql, QueryError},
     metrics::Metrics,
     retry::{self, Decision, RetryPolicy},
@@ -427,16 +428,4 @@ fn headers_json<'a>(headers: impl Iterator<Item = (&'a str, &'a str)>) -> Value 
         }
     }
     Value::Object(map)
-}
-
-/// 100 ms doubling to at most 5 s.
-pub(crate) fn backoff(failures: u32) -> Duration {
-    Duration::from_millis(100u64.saturating_mul(1 << failures.min(6))).min(Duration::from_secs(5))
-}
-
-pub(crate) async fn sleep_or_cancel(duration: Duration, shutdown: &CancellationToken) {
-    tokio::select! {
-        _ = tokio::time::sleep(duration) => {}
-        _ = shutdown.cancelled() => {}
-    }
 }

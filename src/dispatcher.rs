@@ -15,8 +15,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info};
 
 use crate::{
+    backoff::{backoff, sleep_or_cancel},
     db::{sql, QueryError},
-    deliverer::{backoff, sleep_or_cancel},
     metrics::Metrics,
 };
 
@@ -159,13 +159,13 @@ impl Dispatcher {
             let next = pace.after_pass(events, i64::from(self.config.batch_size), Instant::now());
             if pace.busy() {
                 if marked_at.is_none_or(|at| at.elapsed() >= BUSY_MARK_REFRESH) {
-                    self.mark(sql::WAKEUP_MARK_BUSY, true).await;
+                    self.mark(true).await;
                     marked_at = Some(Instant::now());
                 }
             } else if marked_at.take().is_some() {
                 // Look once more after clearing the mark: an insert that saw
                 // the mark did not notify.
-                self.mark(sql::WAKEUP_MARK_IDLE, false).await;
+                self.mark(false).await;
                 continue;
             }
             match next {
@@ -181,21 +181,23 @@ impl Dispatcher {
             }
         }
         if marked_at.is_some() {
-            self.mark(sql::WAKEUP_MARK_IDLE, false).await;
+            self.mark(false).await;
         }
         info!("dispatcher stopped");
     }
 
-    async fn mark(&self, query: &str, busy: bool) {
+    /// Sets or clears this relay's busy mark in `postbox.wakeup` (nothing to
+    /// do in poll-only mode, where apps never notify).
+    async fn mark(&self, busy: bool) {
         if !self.config.notify {
             return;
         }
         let result = async {
             let client = self.pool.get().await?;
             if busy {
-                client.execute(query, &[&BUSY_MARK.as_secs_f64()]).await?;
+                client.execute(sql::WAKEUP_MARK_BUSY, &[&BUSY_MARK.as_secs_f64()]).await?;
             } else {
-                client.execute(query, &[]).await?;
+                client.execute(sql::WAKEUP_MARK_IDLE, &[]).await?;
             }
             Ok::<_, QueryError>(())
         }

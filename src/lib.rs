@@ -7,6 +7,7 @@
 
 pub mod admin;
 pub mod api;
+pub mod backoff;
 pub mod config;
 pub mod db;
 pub mod deliverer;
@@ -207,9 +208,9 @@ async fn wait_for_schema(pool: &Pool, settings: &Settings, shutdown: &Cancellati
             },
         };
         failures += 1;
-        let retry_in = deliverer::backoff(failures);
+        let retry_in = backoff::backoff(failures);
         warn!(%problem, retry_in = ?retry_in, "waiting for the database");
-        deliverer::sleep_or_cancel(retry_in, shutdown).await;
+        backoff::sleep_or_cancel(retry_in, shutdown).await;
         if shutdown.is_cancelled() {
             return false;
         }

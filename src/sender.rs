@@ -50,7 +50,6 @@ impl Sender {
             let _ = rustls::crypto::ring::default_provider().install_default();
         });
         let client = Client::builder()
-            .user_agent(crate::webhook::USER_AGENT)
             .timeout(config.timeout)
             .connect_timeout(config.connect_timeout)
             // A 3xx is a failed attempt: following it could lead anywhere.
@@ -115,10 +114,11 @@ impl Sender {
             }
             source = cause.source();
         }
-        let detail = causes.join(": ");
-        let kind = if err.is_timeout() {
+        if err.is_timeout() {
             return format!("timeout after {}", humantime::format_duration(self.config.timeout));
-        } else if err.is_connect() {
+        }
+        let detail = causes.join(": ");
+        let kind = if err.is_connect() {
             "connection failed"
         } else if err.is_body() || err.is_decode() {
             "response failed"

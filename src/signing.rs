@@ -59,7 +59,8 @@ pub fn verify(key: &SigningKey, msg_id: &str, timestamp: i64, body: &[u8], heade
         .any(|candidate| constant_time_eq(candidate.as_bytes(), expected.as_bytes()))
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+/// Compares without an early exit, so timing does not reveal where inputs differ.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 

@@ -43,14 +43,14 @@ impl Wakeup {
                 break;
             }
             failures = if result.is_ok() { 1 } else { failures + 1 };
-            let retry_in = crate::deliverer::backoff(failures);
+            let retry_in = crate::backoff::backoff(failures);
             match result {
                 Ok(()) => warn!(retry_in = ?retry_in, "LISTEN connection closed; reconnecting"),
                 Err(err) => {
                     warn!(error = %err, retry_in = ?retry_in, "LISTEN connection failed; reconnecting")
                 }
             }
-            crate::deliverer::sleep_or_cancel(retry_in, &shutdown).await;
+            crate::backoff::sleep_or_cancel(retry_in, &shutdown).await;
         }
     }
 
@@ -60,7 +60,7 @@ impl Wakeup {
         url: &str,
         shutdown: &CancellationToken,
     ) -> Result<(), tokio_postgres::Error> {
-        let mut config: tokio_postgres::Config = url.parse()?;
+        let mut config = crate::db::connection_config(url)?;
         config.application_name("postbox-listen");
         config.keepalives_idle(Duration::from_secs(30));
         let (client, mut connection) = config.connect(NoTls).await?;

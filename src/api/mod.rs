@@ -24,7 +24,7 @@ use serde_json::json;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::{admin, config::Secret, metrics::Metrics};
+use crate::{admin, config::Secret, metrics::Metrics, signing};
 
 #[derive(Clone)]
 pub struct ApiState {
@@ -88,7 +88,7 @@ async fn require_token(State(state): State<ApiState>, request: Request, next: Ne
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.strip_prefix("Bearer "))
                 .unwrap_or_default();
-            if !constant_time_eq(given.as_bytes(), token.expose().as_bytes()) {
+            if !signing::constant_time_eq(given.as_bytes(), token.expose().as_bytes()) {
                 return ApiError::Unauthorized("missing or wrong bearer token".into()).into_response();
             }
         }
@@ -101,11 +101,6 @@ async fn require_token(State(state): State<ApiState>, request: Request, next: Ne
         None => {}
     }
     next.run(request).await
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    // Length is not secret; the contents are compared without early exit.
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// The one place that turns errors into HTTP answers. 4xx carry a message for
