@@ -11,8 +11,14 @@ pub struct Migration {
     pub sql: &'static str,
 }
 
-pub const MIGRATIONS: &[Migration] =
-    &[Migration { version: 1, name: "init", sql: include_str!("../sql/migrations/0001_init.sql") }];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration { version: 1, name: "init", sql: include_str!("../sql/migrations/0001_init.sql") },
+    Migration {
+        version: 2,
+        name: "delivery_history_index",
+        sql: include_str!("../sql/migrations/0002_delivery_history_index.sql"),
+    },
+];
 
 /// Key for `pg_advisory_xact_lock`: "postbox" in ASCII.
 const MIGRATION_LOCK: i64 = 0x0070_6f73_7462_6f78;

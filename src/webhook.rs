@@ -74,18 +74,35 @@ pub fn build(delivery: &Claimed, timestamp: i64) -> Result<WebhookRequest, Strin
     Ok(WebhookRequest { url: delivery.url.clone(), headers, body })
 }
 
-/// `{"type":…,"timestamp":…,"data":…}` plus `previous` and `actor` when
-/// present. The JSON values are the database's own text, embedded verbatim.
 fn body(delivery: &Claimed) -> String {
-    let optional = [("previous", &delivery.previous), ("actor", &delivery.actor)];
-    let extra: usize = optional.iter().map(|(_, v)| v.as_ref().map_or(0, |v| v.len() + 16)).sum();
-    let mut body = String::with_capacity(delivery.payload.len() + delivery.event_type.len() + extra + 80);
+    envelope(
+        &delivery.event_type,
+        &delivery.occurred_at,
+        &delivery.payload,
+        delivery.previous.as_deref(),
+        delivery.actor.as_deref(),
+    )
+}
+
+/// The request body: `{"type":…,"timestamp":…,"data":…}` plus `previous`
+/// and `actor` when present. The JSON values are the database's own text,
+/// embedded verbatim. The admin API rebuilds it to show what was sent.
+pub fn envelope(
+    event_type: &str,
+    occurred_at: &str,
+    payload: &str,
+    previous: Option<&str>,
+    actor: Option<&str>,
+) -> String {
+    let optional = [("previous", previous), ("actor", actor)];
+    let extra: usize = optional.iter().map(|(_, v)| v.map_or(0, |v| v.len() + 16)).sum();
+    let mut body = String::with_capacity(payload.len() + event_type.len() + extra + 80);
     body.push_str("{\"type\":");
-    body.push_str(&Value::from(delivery.event_type.as_str()).to_string());
+    body.push_str(&Value::from(event_type).to_string());
     body.push_str(",\"timestamp\":");
-    body.push_str(&Value::from(delivery.occurred_at.as_str()).to_string());
+    body.push_str(&Value::from(occurred_at).to_string());
     body.push_str(",\"data\":");
-    body.push_str(&delivery.payload);
+    body.push_str(payload);
     for (name, value) in optional {
         if let Some(value) = value {
             body.push_str(",\"");

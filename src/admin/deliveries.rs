@@ -6,6 +6,7 @@ use tokio_postgres::{types::ToSql, Client, Row};
 use uuid::Uuid;
 
 use super::{Error, Result};
+use crate::webhook;
 
 const COLUMNS: &str =
     "d.id, d.event_id, d.endpoint_id, e.url as endpoint_url, o.event_type, o.tenant, d.status,
@@ -69,6 +70,8 @@ pub struct DeliveryDetail {
     #[serde(flatten)]
     pub delivery: Delivery,
     pub payload: Value,
+    /// The request body every attempt sent (its headers are on each attempt).
+    pub request_body: String,
     pub attempts: Vec<Attempt>,
 }
 
@@ -133,7 +136,14 @@ pub async fn list(client: &Client, filter: &Filter) -> Result<Vec<Delivery>> {
 
 pub async fn get(client: &Client, id: Uuid) -> Result<DeliveryDetail> {
     let row = client
-        .query_opt(&format!("select {COLUMNS}, o.payload {FROM} where d.id = $1"), &[&id])
+        .query_opt(
+            &format!(
+                "select {COLUMNS}, o.payload, o.payload::text as payload_text, o.previous::text as previous,
+                        o.actor::text as actor, postbox.rfc3339(o.occurred_at) as occurred_at
+                 {FROM} where d.id = $1"
+            ),
+            &[&id],
+        )
         .await?
         .ok_or_else(|| Error::NotFound(format!("no delivery with id {id}")))?;
     let attempts = client
@@ -156,7 +166,15 @@ pub async fn get(client: &Client, id: Uuid) -> Result<DeliveryDetail> {
             error: r.get("error"),
         })
         .collect();
-    Ok(DeliveryDetail { delivery: Delivery::from(&row), payload: row.get("payload"), attempts })
+    let delivery = Delivery::from(&row);
+    let request_body = webhook::envelope(
+        &delivery.event_type,
+        row.get("occurred_at"),
+        row.get("payload_text"),
+        row.get("previous"),
+        row.get("actor"),
+    );
+    Ok(DeliveryDetail { delivery, payload: row.get("payload"), request_body, attempts })
 }
 
 pub async fn redeliver(client: &Client, id: Uuid) -> Result<()> {

@@ -1,5 +1,7 @@
 //! Endpoints: list, show, create, update, enable/disable, delete, rotate, ping, replay.
 
+use std::collections::HashMap;
+
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio_postgres::{Client, Row};
@@ -31,6 +33,19 @@ pub struct Endpoint {
     pub previous_secret_expires_at: Option<String>,
     pub created_at: String,
     pub updated_at: String,
+    /// Recent attempts at a glance; filled by `list` and `get`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<Health>,
+}
+
+/// Attempts for deliveries created in the last 24 hours.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Health {
+    pub attempts_24h: i64,
+    pub succeeded_24h: i64,
+    pub last_failure_at: Option<String>,
+    /// The error, or `HTTP <status>`, of the most recent failed attempt.
+    pub last_failure: Option<String>,
 }
 
 impl From<&Row> for Endpoint {
@@ -49,6 +64,7 @@ impl From<&Row> for Endpoint {
             previous_secret_expires_at: row.get("previous_secret_expires_at"),
             created_at: row.get("created_at"),
             updated_at: row.get("updated_at"),
+            health: None,
         }
     }
 }
@@ -106,14 +122,55 @@ pub async fn list(client: &Client) -> Result<Vec<Endpoint>> {
     let rows = client
         .query(&format!("select {COLUMNS} from postbox.endpoints e order by e.created_at, e.id"), &[])
         .await?;
-    Ok(rows.iter().map(Endpoint::from).collect())
+    with_health(client, rows.iter().map(Endpoint::from).collect()).await
 }
 
 pub async fn get(client: &Client, id: Uuid) -> Result<Endpoint> {
     let row = client
         .query_opt(&format!("select {COLUMNS} from postbox.endpoints e where e.id = $1"), &[&id])
         .await?;
-    row.as_ref().map(Endpoint::from).ok_or_else(|| not_found(id))
+    let endpoint = row.as_ref().map(Endpoint::from).ok_or_else(|| not_found(id))?;
+    Ok(with_health(client, vec![endpoint]).await?.remove(0))
+}
+
+/// Fills in each endpoint's [`Health`] (deliveries_endpoint_idx, then attempts_delivery_idx).
+async fn with_health(client: &Client, mut endpoints: Vec<Endpoint>) -> Result<Vec<Endpoint>> {
+    let ids: Vec<Uuid> = endpoints.iter().map(|e| e.id).collect();
+    let rows = client
+        .query(
+            "select ep.id, recent.attempts, recent.succeeded,
+                    postbox.rfc3339(failure.started_at) as last_failure_at, failure.error as last_failure
+             from unnest($1::uuid[]) as ep (id)
+             cross join lateral (
+                 select count(a.id) as attempts,
+                        count(a.id) filter (where a.response_status between 200 and 299) as succeeded
+                 from postbox.deliveries d join postbox.attempts a on a.delivery_id = d.id
+                 where d.endpoint_id = ep.id and d.created_at > now() - interval '24 hours') recent
+             left join lateral (
+                 select a.started_at, coalesce(a.error, 'HTTP ' || a.response_status) as error
+                 from postbox.deliveries d join postbox.attempts a on a.delivery_id = d.id
+                 where d.endpoint_id = ep.id and d.created_at > now() - interval '24 hours'
+                   and (a.response_status is null or a.response_status not between 200 and 299)
+                 order by a.started_at desc limit 1) failure on true",
+            &[&ids],
+        )
+        .await?;
+    let mut health: HashMap<Uuid, Health> = rows
+        .iter()
+        .map(|row| {
+            let health = Health {
+                attempts_24h: row.get("attempts"),
+                succeeded_24h: row.get("succeeded"),
+                last_failure_at: row.get("last_failure_at"),
+                last_failure: row.get("last_failure"),
+            };
+            (row.get("id"), health)
+        })
+        .collect();
+    for endpoint in &mut endpoints {
+        endpoint.health = health.remove(&endpoint.id);
+    }
+    Ok(endpoints)
 }
 
 pub async fn create(client: &Client, new: &NewEndpoint) -> Result<Created> {

@@ -10,6 +10,9 @@ pub struct EventType {
     pub name: String,
     pub description: Option<String>,
     pub archived: bool,
+    /// Deliveries of this type created in the last 24 hours.
+    #[serde(default)]
+    pub deliveries_24h: i64,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -21,10 +24,30 @@ pub struct NewEventType {
 }
 
 pub async fn list(client: &Client) -> Result<Vec<EventType>> {
+    // Recent volume through deliveries_created_idx; the outbox has no time index
+    // to keep app inserts cheap.
     let rows = client
-        .query("select t.name, t.description, t.archived from postbox.event_types t order by t.name", &[])
+        .query(
+            "with recent as (
+                 select o.event_type, count(*) as deliveries
+                 from postbox.deliveries d join postbox.outbox o on o.event_id = d.event_id
+                 where d.created_at > now() - interval '24 hours'
+                 group by o.event_type)
+             select t.name, t.description, t.archived, coalesce(recent.deliveries, 0) as deliveries
+             from postbox.event_types t left join recent on recent.event_type = t.name
+             order by t.name",
+            &[],
+        )
         .await?;
-    Ok(rows.iter().map(|r| EventType { name: r.get(0), description: r.get(1), archived: r.get(2) }).collect())
+    Ok(rows
+        .iter()
+        .map(|r| EventType {
+            name: r.get(0),
+            description: r.get(1),
+            archived: r.get(2),
+            deliveries_24h: r.get(3),
+        })
+        .collect())
 }
 
 pub async fn register(client: &Client, new: &NewEventType) -> Result<()> {

@@ -5,6 +5,7 @@ mod deliveries;
 mod endpoints;
 mod event_types;
 mod health;
+mod web;
 
 use std::{net::SocketAddr, sync::Arc};
 
@@ -58,6 +59,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
         .nest("/api/v1", api)
+        .merge(web::routes())
         .with_state(state)
 }
 

@@ -20,3 +20,4 @@ mod sql_functions;
 mod support;
 mod triggers;
 mod wakeup;
+mod web;

@@ -2,6 +2,7 @@ pub mod app;
 pub mod cluster;
 pub mod db;
 pub mod process;
+pub mod browser;
 pub mod receiver;
 
 pub use app::TestApp;

@@ -1,0 +1,557 @@
+// postbox admin page: endpoints, deliveries with every attempt, event types,
+// and a live view of the backlog. Plain DOM, no framework, no CDN.
+//
+// Everything shown comes from /api/v1 and may hold untrusted text (payloads,
+// response bodies, headers), so the page only ever sets textContent: `h()`
+// turns strings into text nodes, never into markup.
+"use strict";
+
+const TOKEN_KEY = "postbox.token";
+const REFRESH_MS = 2000;
+
+// ---------------------------------------------------------------- helpers
+
+/** Creates an element; string children become text nodes. */
+function h(tag, props, ...children) {
+  const el = document.createElement(tag);
+  for (const [key, value] of Object.entries(props || {})) {
+    if (value == null || value === false) continue;
+    if (key.startsWith("on")) el.addEventListener(key.slice(2), value);
+    else if (key === "class") el.className = value;
+    else if (key === "value") el.value = value;
+    else el.setAttribute(key, value === true ? "" : value);
+  }
+  for (const child of children.flat(Infinity)) {
+    if (child == null || child === false) continue;
+    el.append(child instanceof Node ? child : String(child));
+  }
+  return el;
+}
+
+/** The same for SVG elements. */
+function svg(tag, attrs, ...children) {
+  const el = document.createElementNS("http://www.w3.org/2000/svg", tag);
+  for (const [key, value] of Object.entries(attrs || {})) el.setAttribute(key, value);
+  el.append(...children);
+  return el;
+}
+
+function when(text) {
+  if (!text) return "–";
+  const date = new Date(text);
+  if (Number.isNaN(date.getTime())) return text;
+  if (date.getFullYear() > 9000) return "never (endpoint disabled)";
+  return date.toLocaleString(undefined, { dateStyle: "short", timeStyle: "medium" });
+}
+
+function ago(seconds) {
+  if (seconds < 1) return `${Math.round(seconds * 1000)} ms`;
+  if (seconds < 120) return `${seconds.toFixed(1)} s`;
+  if (seconds < 7200) return `${Math.round(seconds / 60)} min`;
+  return `${(seconds / 3600).toFixed(1)} h`;
+}
+
+function badge(status) {
+  return h("span", { class: `badge ${status}` }, status);
+}
+
+/** Pretty-prints JSON text; anything else is shown as it is. */
+function pretty(text) {
+  if (text == null || text === "") return "(empty)";
+  try {
+    return JSON.stringify(JSON.parse(text), null, 2);
+  } catch {
+    return text;
+  }
+}
+
+function headerTable(headers) {
+  if (!headers || Object.keys(headers).length === 0) return h("p", { class: "muted" }, "(none recorded)");
+  return h(
+    "table",
+    { class: "headers" },
+    Object.entries(headers).map(([name, value]) =>
+      h("tr", {}, h("th", {}, name), h("td", {}, Array.isArray(value) ? value.join(", ") : String(value))),
+    ),
+  );
+}
+
+function hashParams() {
+  const [, query = ""] = location.hash.split("?");
+  return new URLSearchParams(query);
+}
+
+function setMain(...children) {
+  const main = document.getElementById("main");
+  main.replaceChildren(...children);
+}
+
+function notice(text, kind = "info") {
+  return h("p", { class: `notice ${kind}`, role: kind === "error" ? "alert" : "status" }, text);
+}
+
+// ---------------------------------------------------------------- API
+
+class Unauthorized extends Error {}
+
+async function api(method, path, body) {
+  const headers = {};
+  const token = sessionStorage.getItem(TOKEN_KEY);
+  if (token) headers.authorization = `Bearer ${token}`;
+  if (body !== undefined) headers["content-type"] = "application/json";
+  const response = await fetch(`/api/v1${path}`, {
+    method,
+    headers,
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const text = await response.text();
+  let data = null;
+  try {
+    data = text ? JSON.parse(text) : null;
+  } catch {
+    data = { error: text };
+  }
+  if (response.status === 401) {
+    showLogin(data && data.error);
+    throw new Unauthorized();
+  }
+  if (!response.ok) throw new Error((data && data.error) || `${response.status} ${response.statusText}`);
+  return data;
+}
+
+// ---------------------------------------------------------------- login
+
+function showLogin(reason) {
+  stopTimers();
+  const input = h("input", { id: "token", type: "password", autocomplete: "current-password", required: true });
+  const form = h(
+    "form",
+    {
+      id: "login",
+      class: "card narrow",
+      onsubmit: (event) => {
+        event.preventDefault();
+        // Kept in this tab only (sessionStorage), never in the URL.
+        sessionStorage.setItem(TOKEN_KEY, input.value);
+        route();
+      },
+    },
+    h("h2", {}, "Sign in"),
+    h("p", {}, "The admin API needs the relay's bearer token (", h("code", {}, "admin.token"), ")."),
+    sessionStorage.getItem(TOKEN_KEY) ? notice(reason || "That token was not accepted.", "error") : null,
+    h("label", {}, "Token", input),
+    h("button", { type: "submit" }, "Sign in"),
+  );
+  setMain(form);
+  input.focus();
+}
+
+// ---------------------------------------------------------------- overview
+
+const samples = [];
+const MAX_SAMPLES = 90;
+
+async function overview() {
+  const live = h("div", { id: "live" }, h("p", { class: "muted" }, "Loading…"));
+  setMain(h("h1", {}, "Overview"), live);
+  const refresh = async () => {
+    const status = await api("GET", "/status");
+    samples.push({ at: Date.now(), pending: status.pending_deliveries, attempts: status.last_minute.attempts });
+    if (samples.length > MAX_SAMPLES) samples.shift();
+    live.replaceChildren(...overviewCards(status));
+  };
+  await refresh();
+  every(refresh);
+}
+
+function overviewCards(s) {
+  const m = s.last_minute;
+  const troubles = [
+    ...s.failing_endpoints.map((e) => ({ ...e, state: "failing" })),
+    ...s.disabled_endpoints.map((e) => ({ ...e, state: "disabled" })),
+  ];
+  return [
+    h(
+      "div",
+      { class: "cards" },
+      stat("Events to dispatch", s.undispatched_events, `oldest ${ago(s.oldest_undispatched_age_seconds)}`, "stat-undispatched"),
+      stat("Deliveries pending", s.pending_deliveries, `${s.due_deliveries} due now, lag ${ago(s.delivery_lag_seconds)}`, "stat-pending"),
+      stat("Attempts, last minute", m.attempts, `${m.succeeded} succeeded, ${m.failed} failed`, "stat-attempts"),
+      stat("Endpoints", s.endpoints, `${s.failing_endpoints.length} failing, ${s.disabled_endpoints.length} disabled`, "stat-endpoints"),
+    ),
+    h("section", { class: "card" }, h("h2", {}, "Backlog and throughput"), chart(), h("p", { class: "legend" },
+      h("span", { class: "key pending" }), "deliveries pending  ",
+      h("span", { class: "key attempts" }), "attempts in the last minute  ",
+      h("span", { class: "muted" }, `(sampled every ${REFRESH_MS / 1000} s since this page opened)`))),
+    h(
+      "section",
+      { class: "card" },
+      h("h2", {}, "Endpoints needing attention"),
+      troubles.length === 0
+        ? h("p", { class: "muted" }, "None: every endpoint is enabled and its last attempt succeeded.")
+        : h("table", {}, troubles.map((t) =>
+            h("tr", {}, h("td", {}, badge(t.state)), h("td", {}, h("a", { href: `#/deliveries?endpoint_id=${encodeURIComponent(t.id)}` }, t.url)), h("td", {}, t.detail)))),
+    ),
+  ];
+}
+
+function stat(label, value, detail, id) {
+  return h("div", { class: "card stat", id }, h("div", { class: "label" }, label), h("div", { class: "value" }, value.toLocaleString()), h("div", { class: "detail" }, detail));
+}
+
+/** Two lines over the samples so far, each scaled to its own maximum. */
+function chart() {
+  const width = 1200, height = 150;
+  const box = svg("svg", { viewBox: `0 0 ${width} ${height}`, class: "chart", role: "img", "aria-label": "backlog and throughput over time" });
+  box.append(svg("line", { x1: 0, y1: height - 1, x2: width, y2: height - 1, class: "axis" }));
+  for (const key of ["pending", "attempts"]) {
+    const max = Math.max(1, ...samples.map((s) => s[key]));
+    const points = samples.map((s, i) => {
+      // Newest at the right edge, older samples leftwards.
+      const x = width - ((samples.length - 1 - i) / (MAX_SAMPLES - 1)) * width;
+      const y = height - 4 - (s[key] / max) * (height - 20);
+      return `${x.toFixed(1)},${y.toFixed(1)}`;
+    });
+    box.append(svg("polyline", { points: points.join(" "), class: `line ${key}` }));
+    box.append(svg("text", { x: 4, y: key === "pending" ? 12 : 26, class: `max ${key}` }, `max ${max.toLocaleString()}`));
+  }
+  return box;
+}
+
+// ---------------------------------------------------------------- endpoints
+
+async function endpoints() {
+  const [list, types] = await Promise.all([api("GET", "/endpoints"), api("GET", "/event-types")]);
+  const message = h("div", { id: "endpoint-message" });
+  setMain(
+    h("h1", {}, "Endpoints"),
+    message,
+    newEndpointForm(types, message),
+    list.length === 0
+      ? h("p", { class: "muted" }, "No endpoints yet.")
+      : h("table", { id: "endpoints", class: "list" },
+          h("thead", {}, h("tr", {}, ["URL", "Events", "Tenant", "State", "Last 24 h", "Last failure", ""].map((t) => h("th", {}, t)))),
+          h("tbody", {}, list.map((e) => endpointRow(e, message)))),
+  );
+}
+
+function newEndpointForm(types, message) {
+  const url = h("input", { id: "new-url", type: "url", required: true, placeholder: "https://example.com/webhooks" });
+  const tenant = h("input", { id: "new-tenant", placeholder: "all tenants" });
+  const filter = h("textarea", { id: "new-filter", rows: 2, placeholder: '{"currency": "EUR"}' });
+  const description = h("input", { id: "new-description" });
+  const choices = [{ name: "*", description: "every event type" }, ...types.filter((t) => !t.archived)];
+  const boxes = choices.map((t) =>
+    h("label", { class: "choice", title: t.description || "" },
+      h("input", { type: "checkbox", name: "event-type", value: t.name, checked: t.name === "*" }), t.name));
+  const form = h(
+    "form",
+    {
+      id: "new-endpoint",
+      class: "card",
+      onsubmit: async (event) => {
+        event.preventDefault();
+        const body = { url: url.value.trim() };
+        body.event_types = boxes.map((b) => b.querySelector("input")).filter((i) => i.checked).map((i) => i.value);
+        if (body.event_types.length === 0) body.event_types = ["*"];
+        if (tenant.value.trim()) body.tenant = tenant.value.trim();
+        if (description.value.trim()) body.description = description.value.trim();
+        try {
+          if (filter.value.trim()) body.filter = JSON.parse(filter.value);
+        } catch (err) {
+          message.replaceChildren(notice(`The filter is not JSON: ${err.message}`, "error"));
+          return;
+        }
+        try {
+          const created = await api("POST", "/endpoints", body);
+          await endpoints();
+          document.getElementById("endpoint-message").replaceChildren(secretNotice(`Endpoint ${created.url} created.`, created.secret));
+        } catch (err) {
+          if (!(err instanceof Unauthorized)) message.replaceChildren(notice(err.message, "error"));
+        }
+      },
+    },
+    h("h2", {}, "New endpoint"),
+    h("label", {}, "URL", url),
+    h("fieldset", {}, h("legend", {}, "Event types"), boxes),
+    h("div", { class: "row" }, h("label", {}, "Tenant", tenant), h("label", {}, "Description", description)),
+    h("label", {}, "Filter (JSON the payload must contain)", filter),
+    h("button", { type: "submit", id: "create-endpoint" }, "Create endpoint"),
+  );
+  return form;
+}
+
+function secretNotice(text, secret) {
+  return h("div", { class: "notice secret", role: "status" },
+    h("p", {}, text, " Its signing secret is shown this once:"),
+    h("code", { id: "secret-once" }, secret));
+}
+
+function endpointRow(e, message) {
+  const health = e.health || { attempts_24h: 0, succeeded_24h: 0 };
+  const rate = health.attempts_24h === 0 ? "no attempts" : `${Math.round((100 * health.succeeded_24h) / health.attempts_24h)}% of ${health.attempts_24h}`;
+  const act = (label, action, cls) =>
+    h("button", {
+      class: cls || "small",
+      onclick: async (event) => {
+        event.target.disabled = true;
+        try {
+          const text = await action();
+          if (text !== undefined) {
+            await endpoints();
+            document.getElementById("endpoint-message").replaceChildren(text instanceof Node ? text : notice(text));
+          }
+        } catch (err) {
+          if (!(err instanceof Unauthorized)) message.replaceChildren(notice(err.message, "error"));
+          event.target.disabled = false;
+        }
+      },
+    }, label);
+  const path = `/endpoints/${encodeURIComponent(e.id)}`;
+  const since = h("input", { class: "since", placeholder: "since: 1h", title: "a duration back from now (1h, 30m) or a timestamp", "aria-label": "replay since" });
+  let confirmDelete = false;
+  return h("tr", { "data-endpoint": e.id },
+    h("td", {}, h("a", { href: `#/deliveries?endpoint_id=${encodeURIComponent(e.id)}`, class: "url" }, e.url), e.description ? h("div", { class: "muted" }, e.description) : null),
+    h("td", {}, e.event_types.join(", "), e.filter ? h("div", { class: "muted" }, `filter ${JSON.stringify(e.filter)}`) : null),
+    h("td", {}, e.tenant || h("span", { class: "muted" }, "all")),
+    h("td", {}, e.enabled ? badge(e.failing_since ? "failing" : "enabled") : badge("disabled"), e.disabled_reason ? h("div", { class: "muted" }, e.disabled_reason) : null),
+    h("td", { class: "health" }, rate),
+    h("td", { class: "last-failure" }, health.last_failure ? [h("div", {}, health.last_failure), h("div", { class: "muted" }, when(health.last_failure_at))] : h("span", { class: "muted" }, "–")),
+    h("td", { class: "actions" },
+      act("Send test", async () => { await api("POST", `${path}/test`); return `Test event sent to ${e.url}.`; }),
+      e.enabled
+        ? act("Disable", async () => { await api("POST", `${path}/disable`); return `${e.url} disabled.`; })
+        : act("Enable", async () => { await api("POST", `${path}/enable`); return `${e.url} enabled.`; }),
+      act("Rotate secret", async () => {
+        const rotated = await api("POST", `${path}/rotate-secret`);
+        return secretNotice(`Secret of ${e.url} rotated; the old one keeps signing for ${rotated.previous_secret_valid_for}.`, rotated.secret);
+      }),
+      h("span", { class: "replay" }, since, act("Replay", async () => {
+        const done = await api("POST", `${path}/replay`, { since: since.value.trim() || "1h" });
+        return `${done.replayed} events queued again for ${e.url}.`;
+      })),
+      act("Delete", async () => {
+        if (!confirmDelete) {
+          confirmDelete = true;
+          const button = document.querySelector(`tr[data-endpoint="${CSS.escape(e.id)}"] button.danger`);
+          button.textContent = "Really delete?";
+          button.disabled = false;
+          return undefined;
+        }
+        await api("DELETE", path);
+        return `${e.url} deleted.`;
+      }, "small danger"),
+    ),
+  );
+}
+
+// ---------------------------------------------------------------- deliveries
+
+const FILTERS = ["endpoint_id", "status", "event_type", "tenant", "since"];
+
+async function deliveries() {
+  const params = hashParams();
+  const [endpointList, types] = await Promise.all([api("GET", "/endpoints"), api("GET", "/event-types")]);
+  const select = (name, options) =>
+    h("select", { name, id: `filter-${name}` }, h("option", { value: "" }, "any"),
+      options.map(([value, label]) => h("option", { value, selected: params.get(name) === value }, label)));
+  const sinceValue = params.get("since");
+  const form = h(
+    "form",
+    {
+      id: "delivery-filters",
+      class: "card filters",
+      onsubmit: (event) => {
+        event.preventDefault();
+        const query = new URLSearchParams();
+        for (const name of FILTERS) {
+          let value = form.elements[name].value.trim();
+          if (name === "since" && value) value = new Date(value).toISOString();
+          if (value) query.set(name, value);
+        }
+        location.hash = `#/deliveries?${query}`;
+      },
+    },
+    h("label", {}, "Endpoint", select("endpoint_id", endpointList.map((e) => [e.id, e.url]))),
+    h("label", {}, "Status", select("status", ["pending", "succeeded", "failed", "cancelled"].map((s) => [s, s]))),
+    h("label", {}, "Event type", select("event_type", types.map((t) => [t.name, t.name]))),
+    h("label", {}, "Tenant", h("input", { name: "tenant", value: params.get("tenant") || "" })),
+    h("label", {}, "Since", h("input", { name: "since", type: "datetime-local", value: sinceValue ? localInput(sinceValue) : "" })),
+    h("button", { type: "submit" }, "Filter"),
+  );
+  const body = h("tbody", {});
+  const more = h("button", { id: "more", hidden: true }, "Older deliveries");
+  const table = h("table", { id: "deliveries", class: "list clickable" },
+    h("thead", {}, h("tr", {}, ["Created", "Event type", "Endpoint", "Tenant", "Status", "Attempts", "Next attempt / last error"].map((t) => h("th", {}, t)))),
+    body);
+  setMain(h("h1", {}, "Deliveries"), form, table, more);
+
+  const query = new URLSearchParams();
+  for (const name of FILTERS) if (params.get(name)) query.set(name, params.get(name));
+  query.set("limit", "50");
+  const load = async (before) => {
+    if (before) query.set("before", before);
+    const page = await api("GET", `/deliveries?${query}`);
+    body.append(...page.map(deliveryRow));
+    if (body.children.length === 0) body.append(h("tr", {}, h("td", { colspan: 7, class: "muted" }, "No deliveries match.")));
+    more.hidden = page.length < 50;
+    more.onclick = () => load(page[page.length - 1].id);
+  };
+  await load();
+}
+
+function localInput(iso) {
+  const date = new Date(iso);
+  if (Number.isNaN(date.getTime())) return "";
+  const local = new Date(date.getTime() - date.getTimezoneOffset() * 60000);
+  return local.toISOString().slice(0, 16);
+}
+
+function deliveryRow(d) {
+  const href = `#/deliveries/${encodeURIComponent(d.id)}`;
+  const next = d.status === "pending" ? `next ${when(d.next_attempt_at)}` : "";
+  return h("tr", { "data-delivery": d.id, onclick: () => { location.hash = href; } },
+    h("td", {}, h("a", { href }, when(d.created_at))),
+    h("td", {}, d.event_type),
+    h("td", { class: "url" }, d.endpoint_url),
+    h("td", {}, d.tenant || ""),
+    h("td", {}, badge(d.status)),
+    h("td", {}, d.attempt_count),
+    h("td", {}, next, d.last_error ? h("div", { class: "error-text" }, d.last_error) : null),
+  );
+}
+
+async function deliveryDetail(id) {
+  const path = `/deliveries/${encodeURIComponent(id)}`;
+  const message = h("div", { id: "delivery-message" });
+  const content = h("div", { id: "delivery" });
+  setMain(h("p", {}, h("a", { href: "#/deliveries" }, "← Deliveries")), message, content);
+  const show = async () => {
+    const d = await api("GET", path);
+    content.replaceChildren(...deliveryView(d, path, message, show).flat());
+  };
+  await show();
+  // Pending deliveries change on their own (retries, a redelivery): follow them.
+  every(async () => {
+    if (document.getElementById("delivery-status")?.textContent === "pending") await show();
+  });
+}
+
+function deliveryView(d, path, message, refresh) {
+  const redeliver = h("button", {
+    id: "redeliver",
+    onclick: async () => {
+      redeliver.disabled = true;
+      try {
+        await api("POST", `${path}/redeliver`);
+        message.replaceChildren(notice("Redelivery scheduled: one more attempt now."));
+        await refresh();
+      } catch (err) {
+        if (!(err instanceof Unauthorized)) message.replaceChildren(notice(err.message, "error"));
+        redeliver.disabled = false;
+      }
+    },
+  }, "Redeliver");
+  const summary = [
+    ["Delivery", d.id],
+    ["Event", `${d.event_id} (${d.event_type})`],
+    ["Endpoint", h("a", { href: `#/deliveries?endpoint_id=${encodeURIComponent(d.endpoint_id)}` }, d.endpoint_url)],
+    ["Tenant", d.tenant || "–"],
+    ["Status", h("span", { id: "delivery-status", class: `badge ${d.status}` }, d.status)],
+    ["Attempts", d.attempt_count],
+    ["Next attempt", d.status === "pending" ? when(d.next_attempt_at) : "–"],
+    ["Created", when(d.created_at)],
+  ];
+  const attempts = [...d.attempts].reverse();
+  return [
+    h("div", { class: "title-row" }, h("h1", {}, d.event_type), redeliver),
+    h("dl", { class: "card summary" }, summary.map(([k, v]) => [h("dt", {}, k), h("dd", {}, v)])),
+    h("section", { class: "card" }, h("h2", {}, "Request body"), h("pre", { id: "request-body" }, pretty(d.request_body))),
+    h("h2", {}, `Attempts (${d.attempts.length}), newest first`),
+    attempts.length === 0 ? h("p", { class: "muted" }, "No attempt yet.") : attempts.map(attemptView),
+  ];
+}
+
+function attemptView(a) {
+  const ok = a.response_status != null && a.response_status >= 200 && a.response_status < 300;
+  const outcome = a.response_status != null ? `HTTP ${a.response_status}` : "no response";
+  return h("details", { class: `card attempt ${ok ? "ok" : "bad"}`, open: true, "data-attempt": a.attempt_number },
+    h("summary", {},
+      h("strong", {}, `Attempt ${a.attempt_number}`), " · ",
+      h("span", { class: "response-status" }, outcome), " · ",
+      `${a.duration_ms} ms`, " · ", when(a.started_at)),
+    a.error ? h("p", { class: "error-text attempt-error" }, a.error) : null,
+    h("div", { class: "columns" },
+      h("div", {}, h("h3", {}, "Request headers"), headerTable(a.request_headers)),
+      h("div", {}, h("h3", {}, "Response headers"), a.response_status != null ? headerTable(a.response_headers) : h("p", { class: "muted" }, "–")),
+    ),
+    h("h3", {}, "Response body"),
+    h("pre", { class: "response-body" }, a.response_status != null ? pretty(a.response_body) : "–"),
+  );
+}
+
+// ---------------------------------------------------------------- event types
+
+async function eventTypes() {
+  const types = await api("GET", "/event-types");
+  setMain(
+    h("h1", {}, "Event types"),
+    h("table", { id: "event-types", class: "list" },
+      h("thead", {}, h("tr", {}, ["Name", "Description", "Deliveries, last 24 h", ""].map((t) => h("th", {}, t)))),
+      h("tbody", {}, types.map((t) =>
+        h("tr", {},
+          h("td", {}, h("code", {}, t.name), t.archived ? [" ", badge("archived")] : null),
+          h("td", {}, t.description || ""),
+          h("td", { class: "number" }, t.deliveries_24h.toLocaleString()),
+          h("td", {}, h("a", { href: `#/deliveries?event_type=${encodeURIComponent(t.name)}` }, "deliveries")))))),
+  );
+}
+
+// ---------------------------------------------------------------- routing
+
+let timers = [];
+
+function every(task) {
+  const timer = setInterval(() => task().catch(report), REFRESH_MS);
+  timers.push(timer);
+}
+
+function stopTimers() {
+  timers.forEach(clearInterval);
+  timers = [];
+}
+
+function report(err) {
+  if (err instanceof Unauthorized) return;
+  console.error(err);
+  const main = document.getElementById("main");
+  main.querySelector(".notice.load-error")?.remove();
+  main.prepend(h("p", { class: "notice error load-error", role: "alert" }, err.message));
+}
+
+async function route() {
+  stopTimers();
+  const [path] = location.hash.replace(/^#/, "").split("?");
+  const parts = path.split("/").filter(Boolean);
+  const view = parts[0] || "overview";
+  for (const link of document.querySelectorAll("nav a")) link.classList.toggle("active", link.dataset.view === view);
+  document.getElementById("sign-out").hidden = !sessionStorage.getItem(TOKEN_KEY);
+  try {
+    if (view === "endpoints") await endpoints();
+    else if (view === "deliveries" && parts[1]) await deliveryDetail(decodeURIComponent(parts[1]));
+    else if (view === "deliveries") await deliveries();
+    else if (view === "event-types") await eventTypes();
+    else await overview();
+  } catch (err) {
+    report(err);
+  }
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  document.getElementById("sign-out").addEventListener("click", () => {
+    sessionStorage.removeItem(TOKEN_KEY);
+    route();
+  });
+  window.addEventListener("hashchange", route);
+  route();
+});

@@ -1,0 +1,140 @@
+//! The admin web page at `/`, in a real headless Chromium.
+
+use std::time::Duration;
+
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+use crate::support::{app::test_settings, browser::Browser, Receiver, Reply, TestApp};
+
+const TOKEN: &str = "page-test-token";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_delivery_is_debugged_and_redelivered_from_the_web_page() {
+    let app = TestApp::new().await;
+    app.sql
+        .execute("select postbox.register_event_type('order.created', 'An order was placed')", &[])
+        .await
+        .unwrap();
+    let receiver = Receiver::start().await;
+    // The receiver fails, and its answer tries to inject markup into the page.
+    receiver.answer_all(
+        Reply::status(500).body(r#"{"error":"database is down"} <img src=x onerror="window.injected=1">"#),
+    );
+    let settings = test_settings(
+        &app.db.url,
+        &[("POSTBOX_ADMIN__TOKEN", TOKEN), ("POSTBOX_DELIVERY__RETRY_SCHEDULE", "0s,1h,1h")],
+    );
+    let relay = postbox::Relay::bind(settings).await.expect("relay binds");
+    let base = format!("http://{}", relay.admin_addr());
+    let shutdown = CancellationToken::new();
+    let running = tokio::spawn(relay.run(shutdown.clone()));
+    let browser = Browser::start().await;
+
+    // Sign in: the token stays in the tab, not in the URL.
+    browser.goto(&format!("{base}/")).await;
+    browser.fill("#token", TOKEN).await;
+    browser.click("#login button[type=submit]").await;
+    browser.wait_for("#stat-pending").await;
+    assert!(!browser.script("return location.href", json!([])).await.to_string().contains(TOKEN));
+
+    // Create an endpoint from the page; its secret is shown once.
+    browser.click("nav a[data-view=endpoints]").await;
+    browser.fill("#new-url", &receiver.url("/hooks")).await;
+    browser.fill("#new-description", "orders service").await;
+    browser.click("#create-endpoint").await;
+    browser.wait_for("#secret-once").await;
+    assert!(browser.text("#secret-once").await.starts_with("whsec_"));
+    assert!(browser.text("#endpoints").await.contains(&receiver.url("/hooks")));
+    browser.screenshot("endpoints").await;
+
+    // An order is placed; the receiver answers 500.
+    app.emit("order.created", json!({"id": 42, "note": "<script>window.injected=2</script>"})).await;
+    app.wait_for_count("select count(*) from postbox.attempts", 1, Duration::from_secs(15)).await;
+
+    // Find it in the deliveries list and open it.
+    browser.click("nav a[data-view=deliveries]").await;
+    browser.click("#deliveries tr[data-delivery]").await;
+    browser.wait_for(".attempt .response-status").await;
+    assert_eq!(browser.text(".attempt .response-status").await, "HTTP 500");
+    let body = browser.text(".attempt .response-body").await;
+    assert!(body.contains("database is down"), "response body shown: {body}");
+    assert!(body.contains("<img src=x"), "markup shown as text: {body}");
+    assert!(browser.text("#request-body").await.contains("<script>window.injected=2</script>"));
+    let injected = browser
+        .script("return [window.injected, document.querySelectorAll('#main img, #main script').length]", json!([]))
+        .await;
+    assert_eq!(injected, json!([null, 0]), "untrusted text must never become markup");
+    assert_eq!(browser.text("#delivery-status").await, "pending");
+    browser.screenshot("delivery-failed").await;
+
+    // The receiver recovers; redeliver from the page and watch it succeed.
+    receiver.answer_all(Reply::status(200).body("thanks"));
+    browser.click("#redeliver").await;
+    browser
+        .wait_until(
+            "document.getElementById('delivery-status').textContent === 'succeeded'",
+            "the delivery page shows success after redelivery",
+            Duration::from_secs(20),
+        )
+        .await;
+    assert_eq!(browser.text(".attempt .response-status").await, "HTTP 200", "newest attempt first");
+    browser.screenshot("delivery-succeeded").await;
+
+    // The endpoint's health at a glance: one of two attempts succeeded.
+    browser.click("nav a[data-view=endpoints]").await;
+    browser.wait_for("#endpoints td.health").await;
+    assert_eq!(browser.text("#endpoints td.health").await, "50% of 2");
+    assert!(browser.text("#endpoints td.last-failure").await.starts_with("HTTP 500"));
+
+    // The overview updates itself; the catalog shows recent volume.
+    browser.click("nav a[data-view=overview]").await;
+    browser.wait_until(
+        "document.querySelector('#stat-attempts .value').textContent === '2'",
+        "overview counts both attempts",
+        Duration::from_secs(10),
+    )
+    .await;
+    browser.screenshot("overview").await;
+    browser.click("nav a[data-view=event-types]").await;
+    browser.wait_for("#event-types").await;
+    let row = browser
+        .script(
+            "return [...document.querySelectorAll('#event-types tbody tr')]
+                 .map(tr => [...tr.cells].slice(0, 3).map(td => td.textContent))
+                 .find(cells => cells[0] === 'order.created')",
+            json!([]),
+        )
+        .await;
+    assert_eq!(row, json!(["order.created", "An order was placed", "1"]));
+
+    browser.close().await;
+    shutdown.cancel();
+    running.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn the_page_is_served_with_a_strict_content_security_policy() {
+    let app = TestApp::new().await;
+    let relay = postbox::Relay::bind(test_settings(&app.db.url, &[])).await.expect("relay binds");
+    let base = format!("http://{}", relay.admin_addr());
+    let shutdown = CancellationToken::new();
+    let running = tokio::spawn(relay.run(shutdown.clone()));
+
+    for (path, content_type) in
+        [("/", "text/html"), ("/assets/app.js", "text/javascript"), ("/assets/app.css", "text/css")]
+    {
+        let response = reqwest::get(format!("{base}{path}")).await.unwrap();
+        assert_eq!(response.status(), 200, "{path}");
+        let header = |name: &str| response.headers()[name].to_str().unwrap().to_owned();
+        assert!(header("content-type").starts_with(content_type), "{path}");
+        assert!(header("content-security-policy").contains("script-src 'self'"), "{path}");
+        assert_eq!(header("x-content-type-options"), "nosniff");
+    }
+    // No third-party assets: the page works without internet.
+    let html = reqwest::get(format!("{base}/")).await.unwrap().text().await.unwrap();
+    assert!(!html.contains("://"), "the page loads nothing from elsewhere");
+
+    shutdown.cancel();
+    running.await.unwrap().unwrap();
+}
