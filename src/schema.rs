@@ -18,6 +18,7 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "delivery_history_index",
         sql: include_str!("../sql/migrations/0002_delivery_history_index.sql"),
     },
+    Migration { version: 3, name: "roles", sql: include_str!("../sql/migrations/0003_roles.sql") },
 ];
 
 /// Key for `pg_advisory_xact_lock`: "postbox" in ASCII.

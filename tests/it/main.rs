@@ -15,6 +15,7 @@ mod network_policy;
 mod operations;
 mod postgres_restart;
 mod relay;
+mod roles;
 mod schema;
 mod sql_functions;
 mod support;
