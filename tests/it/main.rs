@@ -8,6 +8,7 @@ mod cli;
 mod deliverer;
 mod dispatcher;
 mod endpoint_health;
+mod examples;
 mod faults;
 mod hostile;
 mod logs;
