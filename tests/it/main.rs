@@ -14,6 +14,7 @@ mod hostile;
 mod logs;
 mod network_policy;
 mod operations;
+mod packaging;
 mod postgres_restart;
 mod relay;
 mod roles;

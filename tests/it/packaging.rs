@@ -1,0 +1,73 @@
+//! Dockerfile and docker-compose.yml, checked without a Docker engine: the
+//! compose file parses, its services start in the right order, every postbox
+//! setting it passes is a real configuration key, and the files it mounts exist.
+
+use std::{collections::BTreeMap, path::Path};
+
+use serde_norway::Value;
+
+fn repo_file(path: &str) -> String {
+    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(path)).unwrap()
+}
+
+fn environment(service: &Value) -> BTreeMap<String, String> {
+    let env = service["environment"].as_mapping().cloned().unwrap_or_default();
+    env.into_iter()
+        .map(|(k, v)| {
+            let value = match v {
+                Value::String(s) => s,
+                other => serde_norway::to_string(&other).unwrap().trim().to_owned(),
+            };
+            (k.as_str().unwrap().to_owned(), value)
+        })
+        .collect()
+}
+
+#[test]
+fn compose_runs_postgres_then_migrate_then_the_relay_and_a_verifying_receiver() {
+    let compose: Value = serde_norway::from_str(&repo_file("docker-compose.yml")).expect("compose file is YAML");
+    let services = &compose["services"];
+    for name in ["postgres", "migrate", "relay", "receiver"] {
+        assert!(services.get(name).is_some(), "service {name}");
+    }
+    assert_eq!(services["migrate"]["depends_on"]["postgres"]["condition"], "service_healthy");
+    assert_eq!(services["relay"]["depends_on"]["migrate"]["condition"], "service_completed_successfully");
+    assert_eq!(services["migrate"]["command"][0], "migrate");
+    assert_eq!(services["relay"]["command"][0], "run");
+
+    // Every setting the relay gets is one `postbox run` accepts.
+    let relay_env = environment(&services["relay"]);
+    let settings = postbox::config::Settings::load_from(None, relay_env.clone().into_iter())
+        .unwrap_or_else(|err| panic!("the relay's environment in docker-compose.yml is invalid: {err}"));
+    assert!(settings.network.allow_private, "the receiver is on the compose network, a private address");
+    assert!(settings.admin.token.is_some(), "the admin port is published: it needs a token");
+    for port in services["relay"]["ports"].as_sequence().unwrap() {
+        assert!(port.as_str().unwrap().starts_with("127.0.0.1:"), "published on loopback only: {port:?}");
+    }
+
+    // The receiver's secret is the one the instructions subscribe with.
+    let secret = &environment(&services["receiver"])["POSTBOX_SECRET"];
+    assert!(repo_file("docker-compose.yml").contains(&format!("secret => '{secret}'")));
+    for volume in services["receiver"]["volumes"].as_sequence().unwrap() {
+        let source = volume.as_str().unwrap().split(':').next().unwrap();
+        assert!(Path::new(env!("CARGO_MANIFEST_DIR")).join(source).exists(), "mounted {source} exists");
+    }
+    assert!(services["receiver"]["command"].as_sequence().unwrap().iter().any(|part| part
+        .as_str()
+        .unwrap()
+        .contains("/examples/receiver.py")));
+}
+
+#[test]
+fn the_image_builds_in_two_stages_and_runs_as_a_non_root_user() {
+    let dockerfile = repo_file("Dockerfile");
+    let stages = dockerfile.lines().filter(|l| l.starts_with("FROM ")).count();
+    assert_eq!(stages, 2, "a build stage and a slim runtime stage");
+    assert!(dockerfile.contains("cargo build --release --locked"));
+    let user = dockerfile.lines().rev().find_map(|l| l.strip_prefix("USER ")).expect("a USER line");
+    assert_ne!(user.trim(), "root");
+    let ignored = repo_file(".dockerignore");
+    for path in ["target", "examples/node/node_modules", "examples/python/.venv"] {
+        assert!(ignored.lines().any(|l| l == path), ".dockerignore keeps {path} out of the build context");
+    }
+}
