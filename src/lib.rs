@@ -10,6 +10,7 @@ pub mod api;
 pub mod backoff;
 pub mod config;
 pub mod db;
+pub mod localpg;
 pub mod deliverer;
 pub mod dispatcher;
 pub mod metrics;

@@ -1,6 +1,7 @@
 //! The command line: `postbox <command>`.
 
 mod deliveries;
+mod dev;
 mod endpoints;
 mod events;
 mod output;
@@ -40,6 +41,9 @@ pub enum Command {
     Run,
     /// Print the effective configuration, secrets masked
     Config,
+    /// Try it locally: a throwaway PostgreSQL, the relay, its web page and an
+    /// echo receiver; Ctrl-C removes everything
+    Dev(dev::Dev),
     /// Manage endpoints (subscriptions)
     #[command(subcommand)]
     Endpoints(endpoints::Command),
@@ -69,6 +73,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Config => {
             print_config(&settings, cli.json);
             Ok(())
+        }
+        Command::Dev(options) => {
+            let shutdown = CancellationToken::new();
+            tokio::spawn(stop_on_signal(shutdown.clone()));
+            dev::run(options, settings, shutdown).await
         }
         Command::Endpoints(command) => endpoints::run(&connect(&settings).await?, command, cli.json).await,
         Command::Deliveries(command) => deliveries::run(&connect(&settings).await?, command, cli.json).await,

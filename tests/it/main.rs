@@ -6,6 +6,7 @@ mod bad_input;
 mod bench;
 mod cli;
 mod deliverer;
+mod dev;
 mod dispatcher;
 mod endpoint_health;
 mod examples;

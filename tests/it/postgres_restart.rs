@@ -3,15 +3,15 @@
 
 use std::time::{Duration, Instant};
 
-use postbox::schema;
+use postbox::{localpg::LocalPostgres, schema};
 use tokio_util::sync::CancellationToken;
 
-use crate::support::{app::test_settings, cluster::Cluster, Receiver};
+use crate::support::{app::test_settings, Receiver};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_relay_survives_postgres_restarts_and_loses_nothing() {
     const PER_ROUND: usize = 200;
-    let cluster = Cluster::start();
+    let cluster = LocalPostgres::start(None).expect("a private PostgreSQL cluster starts");
     let url = cluster.url();
     let mut receiver = Receiver::start().await;
     {
@@ -50,10 +50,10 @@ async fn the_relay_survives_postgres_restarts_and_loses_nothing() {
         // Stop mid-run: some of this round is still on its way.
         receiver.recv().await;
         delivered += 1;
-        cluster.down(mode);
+        cluster.down(mode).expect("the server stops");
         assert_eq!(ready(readyz.clone()).await, 503, "not ready while the database is away");
         assert!(!relay.is_finished(), "the relay keeps running while the database is away");
-        cluster.up();
+        cluster.up().expect("the server starts again");
         let back = Instant::now();
 
         let client = postbox::db::connect(&url).await.unwrap();

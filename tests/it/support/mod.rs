@@ -1,5 +1,4 @@
 pub mod app;
-pub mod cluster;
 pub mod db;
 pub mod process;
 pub mod browser;

@@ -1,0 +1,111 @@
+//! `postbox dev`: everything on one machine without Docker. A throwaway
+//! PostgreSQL, the schema, the relay with its web page, and an echo receiver
+//! subscribed to every event that prints what it gets. Ctrl-C removes it all.
+
+use std::{net::SocketAddr, path::PathBuf};
+
+use anyhow::Context;
+use axum::{body::Bytes, http::HeaderMap, http::StatusCode, Router};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use postbox::{
+    config::{Secret, Settings},
+    db,
+    localpg::LocalPostgres,
+    schema,
+    signing::{self, SigningKey},
+};
+
+#[derive(Debug, clap::Args)]
+pub struct Dev {
+    /// Directory of the PostgreSQL server binaries (initdb, pg_ctl); found
+    /// with pg_config or under /usr/lib/postgresql when not given
+    #[arg(long, value_name = "DIR")]
+    pg_bindir: Option<PathBuf>,
+}
+
+/// A fixed secret keeps the printed instructions short; this is a sandbox.
+const DEV_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+pub async fn run(dev: Dev, mut settings: Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let bindir = dev.pg_bindir.clone();
+    let mut postgres = tokio::task::spawn_blocking(move || LocalPostgres::start(bindir.as_deref()))
+        .await?
+        .context("cannot start a local PostgreSQL")?;
+    let outcome = serve(&postgres, &mut settings, shutdown).await;
+    tokio::task::spawn_blocking(move || postgres.remove()).await?;
+    println!("postbox dev: stopped; the database and its files are gone");
+    outcome
+}
+
+async fn serve(postgres: &LocalPostgres, settings: &mut Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let url = postgres.url();
+    let mut client = db::connect(&url).await.context("cannot connect to the local PostgreSQL")?;
+    schema::migrate(&mut client).await?;
+
+    settings.database.url = Some(Secret::new(url.clone()));
+    // The echo receiver is on loopback; publish that before subscribing it.
+    settings.network.allow_private = true;
+    let notify = settings.relay.wakeup == postbox::config::Wakeup::Notify;
+    postbox::publish_relay_settings(&client, settings, notify).await?;
+
+    let receiver = TcpListener::bind("127.0.0.1:0").await?;
+    let receiver_url = format!("http://{}/", receiver.local_addr()?);
+    client
+        .batch_execute("select postbox.register_event_type('order.created', 'An order was placed (an example)')")
+        .await?;
+    client.execute("select postbox.subscribe($1, secret => $2)", &[&receiver_url, &DEV_SECRET]).await?;
+    let stop_echo = shutdown.clone();
+    let echo = tokio::spawn(async move {
+        axum::serve(receiver, Router::new().fallback(echo)).with_graceful_shutdown(stop_echo.cancelled_owned()).await
+    });
+
+    let relay = postbox::Relay::bind(settings.clone()).await?;
+    print_welcome(postgres, &relay.admin_addr(), &receiver_url);
+    relay.run(shutdown).await?;
+    echo.await??;
+    Ok(())
+}
+
+fn print_welcome(postgres: &LocalPostgres, admin: &SocketAddr, receiver: &str) {
+    let url = postgres.url();
+    println!(
+        r#"
+postbox dev is running; Ctrl-C stops it and removes everything it made.
+
+  database   {url}
+             (a throwaway server, files in {dir})
+  web page   http://{admin}/
+  receiver   {receiver} (prints every webhook; subscribed to *)
+
+Try:
+  psql "{url}" -c "select postbox.emit('order.created', '{{\"id\": 1, \"total\": 1250}}')"
+  DATABASE_URL="{url}" postbox deliveries list
+  open http://{admin}/ to see the delivery and its attempts
+"#,
+        dir = postgres.dir().display(),
+    );
+}
+
+/// Prints each webhook, checking its signature as a receiver would.
+async fn echo(headers: HeaderMap, body: Bytes) -> StatusCode {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    let key = SigningKey::from_secret(DEV_SECRET).expect("the dev secret is valid");
+    let verified = header("webhook-timestamp").parse().is_ok_and(|timestamp| {
+        signing::verify(&key, header("webhook-id"), timestamp, &body, header("webhook-signature"))
+    });
+    println!(
+        "receiver: {} {} {} attempt {}: {}",
+        if verified { "verified" } else { "UNVERIFIED" },
+        header("postbox-event-type"),
+        header("webhook-id"),
+        header("postbox-attempt"),
+        String::from_utf8_lossy(&body),
+    );
+    if verified {
+        StatusCode::NO_CONTENT
+    } else {
+        StatusCode::BAD_REQUEST
+    }
+}

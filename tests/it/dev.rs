@@ -1,0 +1,74 @@
+//! `postbox dev`: a throwaway PostgreSQL, the relay, its page and an echo
+//! receiver, all gone after Ctrl-C.
+
+use std::{
+    io::{BufRead, BufReader},
+    os::unix::process::CommandExt,
+    path::PathBuf,
+    process::{Command, Stdio},
+    time::Duration,
+};
+
+use tokio::sync::mpsc;
+
+/// The next stdout line containing `needle`, within 60 s (initdb included).
+async fn line_with(lines: &mut mpsc::UnboundedReceiver<String>, seen: &mut Vec<String>, needle: &str) -> String {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        match tokio::time::timeout_at(deadline, lines.recv()).await {
+            Ok(Some(line)) => {
+                seen.push(line.clone());
+                if line.contains(needle) {
+                    return line;
+                }
+            }
+            _ => panic!("postbox dev printed no line with {needle:?}; output:\n{}", seen.join("\n")),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dev_mode_runs_everything_locally_and_ctrl_c_removes_it() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_postbox"))
+        .arg("dev")
+        .env_remove("DATABASE_URL")
+        .env("POSTBOX_ADMIN__LISTEN", "127.0.0.1:0")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        // Its own process group, like a shell job, so Ctrl-C can go to the group.
+        .process_group(0)
+        .spawn()
+        .expect("postbox dev starts");
+    let (tx, mut lines) = mpsc::unbounded_channel();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || BufReader::new(stdout).lines().map_while(Result::ok).for_each(|l| drop(tx.send(l))));
+    let mut seen = Vec::new();
+
+    let database = line_with(&mut lines, &mut seen, "database ").await;
+    let url = database.split_whitespace().last().unwrap().to_owned();
+    let files = line_with(&mut lines, &mut seen, "files in ").await;
+    let dir = PathBuf::from(files.trim().trim_end_matches(')').rsplit(' ').next().unwrap());
+    assert!(dir.exists(), "{dir:?}");
+    let page = line_with(&mut lines, &mut seen, "web page").await;
+    let page = page.split_whitespace().last().unwrap().to_owned();
+    line_with(&mut lines, &mut seen, "psql").await;
+
+    // The first line to try, as a user would run it.
+    let client = postbox::db::connect(&url).await.expect("the printed connection string works");
+    client.execute("select postbox.emit('order.created', '{\"id\": 1}')", &[]).await.unwrap();
+    let received = line_with(&mut lines, &mut seen, "receiver: verified order.created").await;
+    assert!(received.contains(r#""data":{"id": 1}"#), "{received}");
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let html = reqwest::get(&page).await.unwrap();
+    assert_eq!(html.status(), 200, "the web page is served at {page}");
+    drop(client);
+
+    // Ctrl-C reaches the whole foreground process group; everything it made goes away.
+    // SAFETY: kill(2) on our own child's process group.
+    assert_eq!(unsafe { libc::kill(-(child.id() as i32), libc::SIGINT) }, 0);
+    line_with(&mut lines, &mut seen, "stopped").await;
+    let status = tokio::task::spawn_blocking(move || child.wait()).await.unwrap().unwrap();
+    assert!(status.success(), "postbox dev exits 0 after Ctrl-C: {status}");
+    assert!(!dir.exists(), "{dir:?} removed");
+    assert!(postbox::db::connect(&url).await.is_err(), "the server is gone");
+}
