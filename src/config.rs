@@ -29,6 +29,7 @@ pub struct Settings {
     pub delivery: DeliverySettings,
     pub network: NetworkSettings,
     pub admin: AdminSettings,
+    pub retention: RetentionSettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -95,6 +96,17 @@ pub struct AdminSettings {
     pub listen: SocketAddr,
     #[serde(deserialize_with = "optional_secret")]
     pub token: Option<Secret>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionSettings {
+    /// Finished events older than this are deleted with their deliveries and
+    /// attempts; zero keeps everything.
+    #[serde(deserialize_with = "duration")]
+    pub period: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub interval: Duration,
 }
 
 /// A value that must never reach a log line or `Debug` output.
@@ -187,6 +199,9 @@ impl Settings {
         if self.delivery.endpoint_concurrency == 0 {
             return invalid("delivery.endpoint_concurrency", "must be at least 1".into());
         }
+        if self.retention.interval.is_zero() {
+            return invalid("retention.interval", "must be longer than 0s".into());
+        }
         if !(0.0..1.0).contains(&self.delivery.retry_jitter) {
             return invalid("delivery.retry_jitter", "must be at least 0 and below 1".into());
         }
@@ -238,6 +253,8 @@ impl Settings {
             ),
             ("admin.listen", self.admin.listen.to_string().into()),
             ("admin.token", self.admin.token.as_ref().map(|_| "***").into()),
+            ("retention.period", d(self.retention.period)),
+            ("retention.interval", d(self.retention.interval)),
         ])
     }
 }

@@ -13,6 +13,7 @@ pub(crate) mod sql {
     pub const WAKEUP_MARK_BUSY: &str = include_str!("../sql/queries/wakeup_mark_busy.sql");
     pub const WAKEUP_MARK_IDLE: &str = include_str!("../sql/queries/wakeup_mark_idle.sql");
     pub const WAKEUP_SET_MODE: &str = include_str!("../sql/queries/wakeup_set_mode.sql");
+    pub const OUTBOX_PRUNE: &str = include_str!("../sql/queries/outbox_prune.sql");
     pub const NETWORK_POLICY_SET: &str = include_str!("../sql/queries/network_policy_set.sql");
 }
 

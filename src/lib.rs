@@ -15,6 +15,7 @@ pub mod deliverer;
 pub mod dispatcher;
 pub mod metrics;
 pub mod netpolicy;
+pub mod retention;
 pub mod retry;
 pub mod schema;
 pub mod sender;
@@ -37,6 +38,7 @@ use crate::{
     dispatcher::{Dispatcher, DispatcherConfig},
     metrics::Metrics,
     netpolicy::NetworkPolicy,
+    retention::RetentionConfig,
     retry::RetryPolicy,
     sender::{Sender, SenderConfig},
     wakeup::Wakeup,
@@ -87,6 +89,10 @@ impl Settings {
                 allow_cidrs: self.network.allow_cidrs.clone(),
             },
         }
+    }
+
+    pub fn retention_config(&self) -> RetentionConfig {
+        RetentionConfig { period: self.retention.period, interval: self.retention.interval }
     }
 
     pub fn retry_policy(&self) -> RetryPolicy {
@@ -155,7 +161,13 @@ impl Relay {
 
             let dispatching = tokio::spawn(dispatcher.run(wakeup.dispatcher.clone(), shutdown.clone()));
             let delivering = tokio::spawn(deliverer.run(wakeup.deliverer.clone(), shutdown.clone()));
-            let _ = tokio::join!(dispatching, delivering);
+            let pruning = tokio::spawn(retention::run(
+                pool.clone(),
+                settings.retention_config(),
+                Arc::clone(&metrics),
+                shutdown.clone(),
+            ));
+            let _ = tokio::join!(dispatching, delivering, pruning);
             if let Some(listener) = listener {
                 let _ = listener.await;
             }

@@ -22,6 +22,7 @@ pub struct Metrics {
     duration_count: AtomicU64,
     duration_sum_micros: AtomicU64,
     in_flight: AtomicI64,
+    events_pruned: AtomicU64,
 }
 
 /// Gauges read from the database at scrape time.
@@ -38,6 +39,10 @@ impl Metrics {
     pub fn dispatched(&self, events: i64, deliveries: i64) {
         self.events_dispatched.fetch_add(events.max(0) as u64, Ordering::Relaxed);
         self.deliveries_created.fetch_add(deliveries.max(0) as u64, Ordering::Relaxed);
+    }
+
+    pub fn pruned(&self, events: u64) {
+        self.events_pruned.fetch_add(events, Ordering::Relaxed);
     }
 
     pub fn request_started(&self) {
@@ -105,6 +110,13 @@ impl Metrics {
         let _ = writeln!(out, "postbox_attempt_duration_seconds_count {count}");
         family(&mut out, "postbox_requests_in_flight", "gauge", "HTTP requests this relay has in flight.");
         let _ = writeln!(out, "postbox_requests_in_flight {}", self.in_flight.load(Ordering::Relaxed));
+        family(
+            &mut out,
+            "postbox_events_pruned_total",
+            "counter",
+            "Finished events this relay deleted under retention.period.",
+        );
+        let _ = writeln!(out, "postbox_events_pruned_total {}", load(&self.events_pruned));
         if let Some(b) = backlog {
             for (name, help, value) in [
                 (

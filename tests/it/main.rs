@@ -18,6 +18,7 @@ mod operations;
 mod packaging;
 mod postgres_restart;
 mod relay;
+mod retention;
 mod roles;
 mod schema;
 mod sql_functions;
