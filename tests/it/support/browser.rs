@@ -6,6 +6,7 @@
 
 use std::{
     net::TcpListener,
+    os::unix::process::CommandExt,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     time::Duration,
@@ -38,6 +39,9 @@ impl Browser {
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
+            // A group of its own, with the Chromium processes it starts, so
+            // that a failed test can stop them all.
+            .process_group(0)
             .spawn()
             .expect("chromedriver starts");
         let http = reqwest::Client::new();
@@ -141,18 +145,19 @@ impl Browser {
         path
     }
 
-    /// Ends the session (Chromium exits) and stops chromedriver.
-    pub async fn close(mut self) {
+    /// Ends the session (Chromium exits); dropping stops chromedriver.
+    pub async fn close(self) {
         self.command(reqwest::Method::DELETE, "", None).await;
-        let _ = self.driver.kill();
-        let _ = self.driver.wait();
+        // Drop stops chromedriver.
     }
 }
 
 impl Drop for Browser {
     fn drop(&mut self) {
-        // After a failed assertion: chromedriver takes its Chromium with it.
-        let _ = self.driver.kill();
+        // After a failed assertion there is no session to end: stop
+        // chromedriver and every Chromium process in its group.
+        // SAFETY: kill(2) on the process group of our own child.
+        unsafe { libc::kill(-(self.driver.id() as i32), libc::SIGKILL) };
         let _ = self.driver.wait();
     }
 }
