@@ -3,7 +3,9 @@
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
-use tokio_postgres::NoTls;
+use tokio_postgres_rustls::MakeRustlsConnect;
+
+use crate::pgtls;
 
 pub(crate) mod sql {
     pub const OUTBOX_DISPATCH_BATCH: &str = include_str!("../sql/queries/outbox_dispatch_batch.sql");
@@ -20,7 +22,7 @@ pub(crate) mod sql {
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("invalid database.url: {0}")]
-    Url(#[source] tokio_postgres::Error),
+    Url(#[source] ConnectError),
     #[error(transparent)]
     Build(#[from] deadpool_postgres::BuildError),
 }
@@ -28,9 +30,9 @@ pub enum Error {
 /// A pool of at most `size` connections. Connections are made lazily, so this
 /// succeeds while the database is down; the first query reports it.
 pub fn pool(url: &str, size: usize) -> Result<Pool, Error> {
-    let config = connection_config(url).map_err(Error::Url)?;
+    let (config, tls) = connection_config(url).map_err(Error::Url)?;
     let manager =
-        Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        Manager::from_config(config, tls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
     Ok(Pool::builder(manager)
         .max_size(size)
         .runtime(Runtime::Tokio1)
@@ -39,23 +41,36 @@ pub fn pool(url: &str, size: usize) -> Result<Pool, Error> {
         .build()?)
 }
 
-/// `url` parsed, with postbox's defaults where the URL sets none: the
-/// application name operators see in pg_stat_activity, and a connect timeout.
-pub fn connection_config(url: &str) -> Result<tokio_postgres::Config, tokio_postgres::Error> {
-    let mut config: tokio_postgres::Config = url.parse()?;
+/// Connecting failed, or the connection string is unusable.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error(transparent)]
+    Pg(#[from] tokio_postgres::Error),
+    #[error(transparent)]
+    Tls(#[from] pgtls::Error),
+}
+
+/// `url` parsed, with postbox's defaults where the URL sets none (the
+/// application name operators see in pg_stat_activity, a connect timeout),
+/// and the TLS connector its `sslmode` asks for (see [`pgtls`]).
+pub fn connection_config(url: &str) -> Result<(tokio_postgres::Config, MakeRustlsConnect), ConnectError> {
+    let (rest, tls) = pgtls::split(url)?;
+    let mut config: tokio_postgres::Config = rest.parse()?;
+    config.ssl_mode(tls.ssl_mode());
     if config.get_application_name().is_none() {
         config.application_name("postbox");
     }
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(Duration::from_secs(5));
     }
-    Ok(config)
+    Ok((config, tls.connector()?))
 }
 
 /// A single connection outside the pool (migrations, LISTEN). Its driver task
 /// runs until the client is dropped.
-pub async fn connect(url: &str) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
-    let (client, connection) = connection_config(url)?.connect(NoTls).await?;
+pub async fn connect(url: &str) -> Result<tokio_postgres::Client, ConnectError> {
+    let (config, tls) = connection_config(url)?;
+    let (client, connection) = config.connect(tls).await?;
     tokio::spawn(async move {
         if let Err(err) = connection.await {
             tracing::debug!(error = %err, "database connection closed");

@@ -7,7 +7,7 @@ use std::{sync::Arc, time::Duration};
 
 use futures_util::{stream, StreamExt};
 use tokio::sync::{mpsc, Notify};
-use tokio_postgres::{AsyncMessage, NoTls};
+use tokio_postgres::AsyncMessage;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -59,11 +59,11 @@ impl Wakeup {
         &self,
         url: &str,
         shutdown: &CancellationToken,
-    ) -> Result<(), tokio_postgres::Error> {
-        let mut config = crate::db::connection_config(url)?;
+    ) -> Result<(), crate::db::ConnectError> {
+        let (mut config, tls) = crate::db::connection_config(url)?;
         config.application_name("postbox-listen");
         config.keepalives_idle(Duration::from_secs(30));
-        let (client, mut connection) = config.connect(NoTls).await?;
+        let (client, mut connection) = config.connect(tls).await?;
         let (notifications, mut received) = mpsc::unbounded_channel();
         let mut driver = tokio::spawn(async move {
             let mut messages = stream::poll_fn(move |cx| connection.poll_message(cx));
@@ -86,7 +86,7 @@ impl Wakeup {
                 }
                 ended = &mut driver => {
                     return match ended {
-                        Ok(Err(err)) => Err(err),
+                        Ok(Err(err)) => Err(err.into()),
                         _ => Ok(()),
                     };
                 }

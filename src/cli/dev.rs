@@ -39,7 +39,11 @@ pub async fn run(dev: Dev, mut settings: Settings, shutdown: CancellationToken) 
     outcome
 }
 
-async fn serve(postgres: &LocalPostgres, settings: &mut Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
+async fn serve(
+    postgres: &LocalPostgres,
+    settings: &mut Settings,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let url = postgres.url();
     let mut client = db::connect(&url).await.context("cannot connect to the local PostgreSQL")?;
     schema::migrate(&mut client).await?;
@@ -53,12 +57,16 @@ async fn serve(postgres: &LocalPostgres, settings: &mut Settings, shutdown: Canc
     let receiver = TcpListener::bind("127.0.0.1:0").await?;
     let receiver_url = format!("http://{}/", receiver.local_addr()?);
     client
-        .batch_execute("select postbox.register_event_type('order.created', 'An order was placed (an example)')")
+        .batch_execute(
+            "select postbox.register_event_type('order.created', 'An order was placed (an example)')",
+        )
         .await?;
     client.execute("select postbox.subscribe($1, secret => $2)", &[&receiver_url, &DEV_SECRET]).await?;
     let stop_echo = shutdown.clone();
     let echo = tokio::spawn(async move {
-        axum::serve(receiver, Router::new().fallback(echo)).with_graceful_shutdown(stop_echo.cancelled_owned()).await
+        axum::serve(receiver, Router::new().fallback(echo))
+            .with_graceful_shutdown(stop_echo.cancelled_owned())
+            .await
     });
 
     let relay = postbox::Relay::bind(settings.clone()).await?;

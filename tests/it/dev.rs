@@ -12,7 +12,11 @@ use std::{
 use tokio::sync::mpsc;
 
 /// The next stdout line containing `needle`, within 60 s (initdb included).
-async fn line_with(lines: &mut mpsc::UnboundedReceiver<String>, seen: &mut Vec<String>, needle: &str) -> String {
+async fn line_with(
+    lines: &mut mpsc::UnboundedReceiver<String>,
+    seen: &mut Vec<String>,
+    needle: &str,
+) -> String {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
         match tokio::time::timeout_at(deadline, lines.recv()).await {
@@ -41,7 +45,9 @@ async fn dev_mode_runs_everything_locally_and_ctrl_c_removes_it() {
         .expect("postbox dev starts");
     let (tx, mut lines) = mpsc::unbounded_channel();
     let stdout = child.stdout.take().unwrap();
-    std::thread::spawn(move || BufReader::new(stdout).lines().map_while(Result::ok).for_each(|l| drop(tx.send(l))));
+    std::thread::spawn(move || {
+        BufReader::new(stdout).lines().map_while(Result::ok).for_each(|l| drop(tx.send(l)))
+    });
     let mut seen = Vec::new();
 
     let database = line_with(&mut lines, &mut seen, "database ").await;

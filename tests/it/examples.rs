@@ -59,9 +59,14 @@ impl Running {
         let stdout = child.stdout.take().unwrap();
         let stderr = child.stderr.take().unwrap();
         let out = tx.clone();
-        std::thread::spawn(move || BufReader::new(stdout).lines().map_while(Result::ok).for_each(|l| drop(out.send(l))));
         std::thread::spawn(move || {
-            BufReader::new(stderr).lines().map_while(Result::ok).for_each(|l| drop(tx.send(format!("stderr: {l}"))))
+            BufReader::new(stdout).lines().map_while(Result::ok).for_each(|l| drop(out.send(l)))
+        });
+        std::thread::spawn(move || {
+            BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+                .for_each(|l| drop(tx.send(format!("stderr: {l}"))))
         });
         Self { child, lines, seen: Vec::new() }
     }
@@ -105,7 +110,10 @@ struct Setup {
 impl Setup {
     async fn new() -> Self {
         let app = TestApp::new().await;
-        app.sql.batch_execute(include_str!("../../examples/setup.sql")).await.expect("examples/setup.sql applies");
+        app.sql
+            .batch_execute(include_str!("../../examples/setup.sql"))
+            .await
+            .expect("examples/setup.sql applies");
         let relay = postbox::Relay::bind(test_settings(&app.db.url, &[])).await.expect("relay binds");
         let shutdown = CancellationToken::new();
         let relay = tokio::spawn(relay.run(shutdown.clone()));
@@ -233,7 +241,8 @@ async fn go_example_writes_an_order_event() {
 }
 
 fn tempdir(name: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-{}", uuid::Uuid::new_v4().simple()));
+    let dir =
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }

@@ -17,6 +17,7 @@ mod network_policy;
 mod operations;
 mod packaging;
 mod postgres_restart;
+mod postgres_tls;
 mod relay;
 mod retention;
 mod roles;

@@ -25,7 +25,8 @@ fn environment(service: &Value) -> BTreeMap<String, String> {
 
 #[test]
 fn compose_runs_postgres_then_migrate_then_the_relay_and_a_verifying_receiver() {
-    let compose: Value = serde_norway::from_str(&repo_file("docker-compose.yml")).expect("compose file is YAML");
+    let compose: Value =
+        serde_norway::from_str(&repo_file("docker-compose.yml")).expect("compose file is YAML");
     let services = &compose["services"];
     for name in ["postgres", "migrate", "relay", "receiver"] {
         assert!(services.get(name).is_some(), "service {name}");
@@ -37,7 +38,7 @@ fn compose_runs_postgres_then_migrate_then_the_relay_and_a_verifying_receiver() 
 
     // Every setting the relay gets is one `postbox run` accepts.
     let relay_env = environment(&services["relay"]);
-    let settings = postbox::config::Settings::load_from(None, relay_env.clone().into_iter())
+    let settings = postbox::config::Settings::load_from(None, relay_env.clone())
         .unwrap_or_else(|err| panic!("the relay's environment in docker-compose.yml is invalid: {err}"));
     assert!(settings.network.allow_private, "the receiver is on the compose network, a private address");
     assert!(settings.admin.token.is_some(), "the admin port is published: it needs a token");
@@ -52,10 +53,11 @@ fn compose_runs_postgres_then_migrate_then_the_relay_and_a_verifying_receiver() 
         let source = volume.as_str().unwrap().split(':').next().unwrap();
         assert!(Path::new(env!("CARGO_MANIFEST_DIR")).join(source).exists(), "mounted {source} exists");
     }
-    assert!(services["receiver"]["command"].as_sequence().unwrap().iter().any(|part| part
-        .as_str()
+    assert!(services["receiver"]["command"]
+        .as_sequence()
         .unwrap()
-        .contains("/examples/receiver.py")));
+        .iter()
+        .any(|part| part.as_str().unwrap().contains("/examples/receiver.py")));
 }
 
 #[test]

@@ -68,9 +68,10 @@ async fn pruning_deletes_finished_old_events_with_their_history_and_keeps_the_re
     kept.push(event(&app, endpoint, 1, Some("succeeded")).await);
     kept.push(event(&app, endpoint, 40, Some("succeeded")).await); // after a recent one: next round
 
-    let pruned = postbox::retention::prune(&app.sql, Duration::from_secs(30 * 86400), 2, &CancellationToken::new())
-        .await
-        .unwrap();
+    let pruned =
+        postbox::retention::prune(&app.sql, Duration::from_secs(30 * 86400), 2, &CancellationToken::new())
+            .await
+            .unwrap();
 
     assert_eq!(pruned, doomed.len() as u64);
     let remaining: Vec<Uuid> = app
@@ -82,7 +83,11 @@ async fn pruning_deletes_finished_old_events_with_their_history_and_keeps_the_re
         .map(|r| r.get(0))
         .collect();
     assert_eq!(remaining, kept);
-    assert_eq!(app.count("select count(*) from postbox.deliveries").await, 5, "kept events keep their deliveries");
+    assert_eq!(
+        app.count("select count(*) from postbox.deliveries").await,
+        5,
+        "kept events keep their deliveries"
+    );
     assert_eq!(app.count("select count(*) from postbox.attempts").await, 5, "and their attempts");
 }
 
@@ -92,8 +97,10 @@ async fn a_relay_prunes_delivered_events_once_the_period_is_over() {
     app.register("a.b").await;
     let mut receiver = Receiver::start().await;
     app.subscribe(&receiver.url("/"), &["*"]).await;
-    let settings =
-        test_settings(&app.db.url, &[("POSTBOX_RETENTION__PERIOD", "1s"), ("POSTBOX_RETENTION__INTERVAL", "100ms")]);
+    let settings = test_settings(
+        &app.db.url,
+        &[("POSTBOX_RETENTION__PERIOD", "1s"), ("POSTBOX_RETENTION__INTERVAL", "100ms")],
+    );
     let relay = postbox::Relay::bind(settings).await.unwrap();
     let metrics = format!("http://{}/metrics", relay.admin_addr());
     let shutdown = CancellationToken::new();

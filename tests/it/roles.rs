@@ -101,7 +101,10 @@ async fn outbox_checks_cannot_be_fooled_through_the_search_path() {
         .await
         .unwrap();
     let writer = app.db.connect().await;
-    writer.batch_execute("set role postbox_writer; set search_path = trick, pg_catalog, postbox").await.unwrap();
+    writer
+        .batch_execute("set role postbox_writer; set search_path = trick, pg_catalog, postbox")
+        .await
+        .unwrap();
     let not_an_object = writer
         .batch_execute("insert into postbox.outbox (event_type, payload) values ('order.created', '[1]')")
         .await
@@ -123,7 +126,8 @@ async fn admins_manage_endpoints_but_cannot_change_the_schema() {
     admin.execute("select postbox.ping($1)", &[&endpoint]).await.unwrap();
     admin.execute("select postbox.register_event_type('order.paid')", &[]).await.unwrap();
     admin.execute("update postbox.endpoints set enabled = false where id = $1", &[&endpoint]).await.unwrap();
-    let secrets: i64 = admin.query_one("select count(secret) from postbox.endpoints", &[]).await.unwrap().get(0);
+    let secrets: i64 =
+        admin.query_one("select count(secret) from postbox.endpoints", &[]).await.unwrap().get(0);
     assert_eq!(secrets, 1);
     admin.query("select * from postbox.deliveries join postbox.attempts on true", &[]).await.unwrap();
     for sql in [
@@ -174,7 +178,9 @@ async fn the_relay_runs_as_a_postbox_relay_member_without_ddl_rights() {
         tokio::spawn(connection);
         client
     };
-    for sql in ["create table postbox.mine (id int)", "drop table postbox.outbox", "truncate postbox.attempts"] {
+    for sql in
+        ["create table postbox.mine (id int)", "drop table postbox.outbox", "truncate postbox.attempts"]
+    {
         assert_denied(&as_relay, sql).await;
     }
     drop(as_relay);

@@ -62,7 +62,10 @@ async fn a_failing_delivery_is_debugged_and_redelivered_from_the_web_page() {
     assert!(body.contains("<img src=x"), "markup shown as text: {body}");
     assert!(browser.text("#request-body").await.contains("<script>window.injected=2</script>"));
     let injected = browser
-        .script("return [window.injected, document.querySelectorAll('#main img, #main script').length]", json!([]))
+        .script(
+            "return [window.injected, document.querySelectorAll('#main img, #main script').length]",
+            json!([]),
+        )
         .await;
     assert_eq!(injected, json!([null, 0]), "untrusted text must never become markup");
     assert_eq!(browser.text("#delivery-status").await, "pending");
@@ -89,12 +92,13 @@ async fn a_failing_delivery_is_debugged_and_redelivered_from_the_web_page() {
 
     // The overview updates itself; the catalog shows recent volume.
     browser.click("nav a[data-view=overview]").await;
-    browser.wait_until(
-        "document.querySelector('#stat-attempts .value').textContent === '2'",
-        "overview counts both attempts",
-        Duration::from_secs(10),
-    )
-    .await;
+    browser
+        .wait_until(
+            "document.querySelector('#stat-attempts .value').textContent === '2'",
+            "overview counts both attempts",
+            Duration::from_secs(10),
+        )
+        .await;
     browser.screenshot("overview").await;
     browser.click("nav a[data-view=event-types]").await;
     browser.wait_for("#event-types").await;

@@ -82,7 +82,8 @@ impl Browser {
 
     /// Runs `script` (a function body; `arguments` holds `args`) in the page.
     pub async fn script(&self, script: &str, args: Value) -> Value {
-        self.command(reqwest::Method::POST, "/execute/sync", Some(json!({"script": script, "args": args}))).await
+        self.command(reqwest::Method::POST, "/execute/sync", Some(json!({"script": script, "args": args})))
+            .await
     }
 
     /// Waits until the page's JavaScript `condition` (an expression) is true.
@@ -111,7 +112,10 @@ impl Browser {
         let found = self
             .command(reqwest::Method::POST, "/element", Some(json!({"using": "css selector", "value": css})))
             .await;
-        found[ELEMENT_KEY].as_str().unwrap_or_else(|| panic!("no element reference for {css}: {found}")).to_owned()
+        found[ELEMENT_KEY]
+            .as_str()
+            .unwrap_or_else(|| panic!("no element reference for {css}: {found}"))
+            .to_owned()
     }
 
     pub async fn click(&self, css: &str) {
@@ -123,8 +127,12 @@ impl Browser {
     pub async fn fill(&self, css: &str, text: &str) {
         let element = self.element(css).await;
         self.command(reqwest::Method::POST, &format!("/element/{element}/clear"), Some(json!({}))).await;
-        self.command(reqwest::Method::POST, &format!("/element/{element}/value"), Some(json!({ "text": text })))
-            .await;
+        self.command(
+            reqwest::Method::POST,
+            &format!("/element/{element}/value"),
+            Some(json!({ "text": text })),
+        )
+        .await;
     }
 
     /// The rendered text of the first element matching `css`.
@@ -170,7 +178,8 @@ async fn send(http: &reqwest::Client, method: reqwest::Method, url: &str, body: 
     }
     let response = request.send().await.unwrap_or_else(|err| panic!("chromedriver at {url}: {err}"));
     let status = response.status();
-    let answer: Value = serde_json::from_str(&response.text().await.unwrap()).expect("chromedriver answers JSON");
+    let answer: Value =
+        serde_json::from_str(&response.text().await.unwrap()).expect("chromedriver answers JSON");
     assert!(status.is_success(), "WebDriver {url} failed with {status}: {}", answer["value"]);
     answer["value"].clone()
 }

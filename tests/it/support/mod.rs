@@ -1,7 +1,7 @@
 pub mod app;
+pub mod browser;
 pub mod db;
 pub mod process;
-pub mod browser;
 pub mod receiver;
 
 pub use app::TestApp;
