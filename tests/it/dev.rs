@@ -31,20 +31,42 @@ async fn line_with(
     }
 }
 
+/// `postbox dev` as a child in its own process group. If the test fails
+/// midway, Ctrl-C it on drop so that its PostgreSQL goes too.
+struct Dev(Option<std::process::Child>);
+
+impl Drop for Dev {
+    fn drop(&mut self) {
+        let Some(mut child) = self.0.take() else { return };
+        // SAFETY: kill(2) on our own child's process group.
+        unsafe { libc::kill(-(child.id() as i32), libc::SIGINT) };
+        for _ in 0..200 {
+            if child.try_wait().ok().flatten().is_some() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dev_mode_runs_everything_locally_and_ctrl_c_removes_it() {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_postbox"))
-        .arg("dev")
-        .env_remove("DATABASE_URL")
-        .env("POSTBOX_ADMIN__LISTEN", "127.0.0.1:0")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        // Its own process group, like a shell job, so Ctrl-C can go to the group.
-        .process_group(0)
-        .spawn()
-        .expect("postbox dev starts");
+    let mut dev = Dev(Some(
+        Command::new(env!("CARGO_BIN_EXE_postbox"))
+            .arg("dev")
+            .env_remove("DATABASE_URL")
+            .env("POSTBOX_ADMIN__LISTEN", "127.0.0.1:0")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            // Its own process group, like a shell job, so Ctrl-C can go to the group.
+            .process_group(0)
+            .spawn()
+            .expect("postbox dev starts"),
+    ));
     let (tx, mut lines) = mpsc::unbounded_channel();
-    let stdout = child.stdout.take().unwrap();
+    let stdout = dev.0.as_mut().unwrap().stdout.take().unwrap();
     std::thread::spawn(move || {
         BufReader::new(stdout).lines().map_while(Result::ok).for_each(|l| drop(tx.send(l)))
     });
@@ -71,6 +93,7 @@ async fn dev_mode_runs_everything_locally_and_ctrl_c_removes_it() {
 
     // Ctrl-C reaches the whole foreground process group; everything it made goes away.
     // SAFETY: kill(2) on our own child's process group.
+    let mut child = dev.0.take().unwrap();
     assert_eq!(unsafe { libc::kill(-(child.id() as i32), libc::SIGINT) }, 0);
     line_with(&mut lines, &mut seen, "stopped").await;
     let status = tokio::task::spawn_blocking(move || child.wait()).await.unwrap().unwrap();
