@@ -69,6 +69,8 @@ pub struct Attempt {
 pub struct DeliveryDetail {
     #[serde(flatten)]
     pub delivery: Delivery,
+    /// `null` when nested too deeply to parse here (more than 128 levels);
+    /// `request_body` holds it either way.
     pub payload: Value,
     /// The request body every attempt sent (its headers are on each attempt).
     pub request_body: String,
@@ -138,7 +140,7 @@ pub async fn get(client: &Client, id: Uuid) -> Result<DeliveryDetail> {
     let row = client
         .query_opt(
             &format!(
-                "select {COLUMNS}, o.payload, o.payload::text as payload_text, o.previous::text as previous,
+                "select {COLUMNS}, o.payload::text as payload_text, o.previous::text as previous,
                         o.actor::text as actor, postbox.rfc3339(o.occurred_at) as occurred_at
                  {FROM} where d.id = $1"
             ),
@@ -167,14 +169,18 @@ pub async fn get(client: &Client, id: Uuid) -> Result<DeliveryDetail> {
         })
         .collect();
     let delivery = Delivery::from(&row);
+    let payload_text: &str = row.get("payload_text");
+    // Parsed here as text: a payload deeper than serde_json's recursion limit
+    // must not make its delivery impossible to inspect.
+    let payload = serde_json::from_str(payload_text).unwrap_or(Value::Null);
     let request_body = webhook::envelope(
         &delivery.event_type,
         row.get("occurred_at"),
-        row.get("payload_text"),
+        payload_text,
         row.get("previous"),
         row.get("actor"),
     );
-    Ok(DeliveryDetail { delivery, payload: row.get("payload"), request_body, attempts })
+    Ok(DeliveryDetail { delivery, payload, request_body, attempts })
 }
 
 pub async fn redeliver(client: &Client, id: Uuid) -> Result<()> {
