@@ -90,10 +90,13 @@ pub async fn run(client: &Client, command: Command, json: bool) -> anyhow::Resul
                 ("attempts", d.attempt_count.to_string()),
                 ("next attempt", output::or_dash(d.next_attempt_at.as_ref())),
                 ("created", d.created_at.clone()),
-                ("payload", match &detail.payload {
-                    Value::Null => "(nested too deeply to show here; see the request body)".to_owned(),
-                    payload => payload.to_string(),
-                }),
+                (
+                    "payload",
+                    match &detail.payload {
+                        Value::Null => "(nested too deeply to show here; see the request body)".to_owned(),
+                        payload => payload.to_string(),
+                    },
+                ),
                 ("request body", detail.request_body.clone()),
             ]);
             for attempt in &detail.attempts {
