@@ -61,6 +61,8 @@ pub struct RelaySettings {
     pub lease: Duration,
     #[serde(deserialize_with = "duration")]
     pub shutdown_grace: Duration,
+    /// false: the relay's own transactions do not wait for the WAL flush.
+    pub synchronous_commit: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -238,6 +240,7 @@ impl Settings {
             ("relay.wakeup", serde_json::to_value(self.relay.wakeup).unwrap_or_default()),
             ("relay.lease", d(self.relay.lease)),
             ("relay.shutdown_grace", d(self.relay.shutdown_grace)),
+            ("relay.synchronous_commit", self.relay.synchronous_commit.into()),
             ("delivery.timeout", d(self.delivery.timeout)),
             ("delivery.connect_timeout", d(self.delivery.connect_timeout)),
             ("delivery.retry_schedule", schedule.into()),

@@ -31,6 +31,21 @@ pub enum Error {
 /// succeeds while the database is down; the first query reports it.
 pub fn pool(url: &str, size: usize) -> Result<Pool, Error> {
     let (config, tls) = connection_config(url).map_err(Error::Url)?;
+    pool_from(config, tls, size)
+}
+
+/// Like [`pool`], with `synchronous_commit = off` for these sessions: their
+/// commits return before the WAL reaches disk. For the relay's own writes
+/// only (see `relay.synchronous_commit`): apps' events stay as durable as
+/// their own transactions made them.
+pub fn pool_without_commit_wait(url: &str, size: usize) -> Result<Pool, Error> {
+    let (mut config, tls) = connection_config(url).map_err(Error::Url)?;
+    let options = config.get_options().map_or(String::new(), |o| format!("{o} "));
+    config.options(format!("{options}-c synchronous_commit=off"));
+    pool_from(config, tls, size)
+}
+
+fn pool_from(config: tokio_postgres::Config, tls: MakeRustlsConnect, size: usize) -> Result<Pool, Error> {
     let manager =
         Manager::from_config(config, tls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
     Ok(Pool::builder(manager)

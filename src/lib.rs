@@ -105,10 +105,18 @@ impl Settings {
     }
 }
 
+/// Connections for the admin HTTP API, beside `database.pool_size`.
+const ADMIN_POOL_SIZE: usize = 4;
+
 /// A relay whose admin address is bound, ready to [`Relay::run`].
 pub struct Relay {
     settings: Settings,
+    /// The dispatcher's, deliverer's and pruner's connections.
     pool: Pool,
+    /// The admin API's: operators' writes (a new endpoint, a rotated secret
+    /// shown once) always wait for the WAL flush, whatever
+    /// `relay.synchronous_commit` says. Connections are made on demand.
+    admin_pool: Pool,
     sender: Sender,
     admin: TcpListener,
     metrics: Arc<Metrics>,
@@ -118,12 +126,18 @@ impl Relay {
     /// Checks the settings, builds the pool and HTTP client and binds
     /// `admin.listen`, so that a bad address fails start-up at once.
     pub async fn bind(settings: Settings) -> Result<Self, Error> {
-        let pool = db::pool(settings.database_url()?, settings.database.pool_size)?;
+        let url = settings.database_url()?;
+        let pool = if settings.relay.synchronous_commit {
+            db::pool(url, settings.database.pool_size)?
+        } else {
+            db::pool_without_commit_wait(url, settings.database.pool_size)?
+        };
+        let admin_pool = db::pool(url, ADMIN_POOL_SIZE)?;
         let sender = Sender::new(settings.sender_config())?;
         let admin = TcpListener::bind(settings.admin.listen)
             .await
             .map_err(|source| Error::Listen { address: settings.admin.listen, source })?;
-        Ok(Self { settings, pool, sender, admin, metrics: Arc::default() })
+        Ok(Self { settings, pool, admin_pool, sender, admin, metrics: Arc::default() })
     }
 
     /// The admin HTTP address actually bound (useful with port 0).
@@ -135,9 +149,9 @@ impl Relay {
     /// waits for the database and a current schema, then runs the dispatcher,
     /// the deliverer and (in notify mode) the LISTEN connection side by side.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), Error> {
-        let Relay { settings, pool, sender, admin, metrics } = self;
+        let Relay { settings, pool, admin_pool, sender, admin, metrics } = self;
         let state = ApiState {
-            pool: pool.clone(),
+            pool: admin_pool.clone(),
             metrics: Arc::clone(&metrics),
             token: settings.admin.token.clone(),
             listen: admin.local_addr().expect("a bound listener has an address"),
@@ -178,6 +192,7 @@ impl Relay {
             warn!(error = %err, "admin HTTP server failed");
         }
         pool.close();
+        admin_pool.close();
         info!("relay stopped");
         Ok(())
     }
