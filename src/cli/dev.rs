@@ -69,7 +69,15 @@ async fn serve(
             .await
     });
 
-    let relay = postbox::Relay::bind(settings.clone()).await?;
+    let relay = match postbox::Relay::bind(settings.clone()).await {
+        // Another program has the admin port (8080 is popular): any free port will do here.
+        Err(postbox::Error::Listen { address, .. }) => {
+            println!("postbox dev: {address} is taken; serving the web page on another port");
+            settings.admin.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+            postbox::Relay::bind(settings.clone()).await?
+        }
+        relay => relay?,
+    };
     print_welcome(postgres, &relay.admin_addr(), &receiver_url);
     relay.run(shutdown).await?;
     echo.await??;

@@ -53,11 +53,13 @@ impl Drop for Dev {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dev_mode_runs_everything_locally_and_ctrl_c_removes_it() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let mut dev = Dev(Some(
         Command::new(env!("CARGO_BIN_EXE_postbox"))
             .arg("dev")
             .env_remove("DATABASE_URL")
-            .env("POSTBOX_ADMIN__LISTEN", "127.0.0.1:0")
+            // Taken, as 8080 often is on a developer's machine: dev picks another port.
+        .env("POSTBOX_ADMIN__LISTEN", taken.local_addr().unwrap().to_string())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             // Its own process group, like a shell job, so Ctrl-C can go to the group.
