@@ -138,7 +138,11 @@ function showLogin(reason) {
     },
     h("h2", {}, "Sign in"),
     h("p", {}, "The admin API needs the relay's bearer token (", h("code", {}, "admin.token"), ")."),
-    sessionStorage.getItem(TOKEN_KEY) ? notice(reason || "That token was not accepted.", "error") : null,
+    // First visit: just the prompt. A refused token, or a relay that has no
+    // token to check against (off loopback), says why.
+    sessionStorage.getItem(TOKEN_KEY) || /admin\.token is not set/.test(reason || "")
+      ? notice(reason || "That token was not accepted.", "error")
+      : null,
     h("label", {}, "Token", input),
     h("button", { type: "submit" }, "Sign in"),
   );

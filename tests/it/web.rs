@@ -33,6 +33,15 @@ async fn a_failing_delivery_is_debugged_and_redelivered_from_the_web_page() {
 
     // Sign in: the token stays in the tab, not in the URL.
     browser.goto(&format!("{base}/")).await;
+    browser.fill("#token", "not-the-token").await;
+    browser.click("#login button[type=submit]").await;
+    browser
+        .wait_until(
+            "document.querySelector('#login .notice.error')?.textContent.includes('wrong bearer token')",
+            "a wrong token is refused with the reason",
+            Duration::from_secs(10),
+        )
+        .await;
     browser.fill("#token", TOKEN).await;
     browser.click("#login button[type=submit]").await;
     browser.wait_for("#stat-pending").await;
