@@ -1,6 +1,8 @@
-//! Retention: finished events older than `retention.period` are deleted with
-//! their deliveries and attempts, so history tables stop growing. One relay
-//! prunes at a time (an advisory lock); the others skip the round.
+//! History maintenance: attempts live in one partition per day, made a few
+//! days ahead; with `retention.period` set, days of attempts older than the
+//! period are dropped whole and finished events older than it are deleted
+//! with their deliveries. One relay does a round at a time (an advisory
+//! lock); the others skip it.
 
 use std::{sync::Arc, time::Duration};
 
@@ -15,6 +17,8 @@ use crate::{db, metrics::Metrics};
 const PRUNE_LOCK: i64 = 0x0070_6270_7275_6e65;
 /// Outbox rows looked at per delete statement: short transactions.
 const BATCH: i64 = 1000;
+/// Days of attempt partitions kept ready beyond today.
+const DAYS_AHEAD: i32 = 3;
 
 #[derive(Debug, Clone)]
 pub struct RetentionConfig {
@@ -23,11 +27,9 @@ pub struct RetentionConfig {
     pub interval: Duration,
 }
 
-/// Prunes every `interval` until `shutdown`.
+/// Every `interval` until `shutdown`: keeps attempt partitions ahead and,
+/// unless the period is zero, drops and deletes what it has outlived.
 pub async fn run(pool: Pool, config: RetentionConfig, metrics: Arc<Metrics>, shutdown: CancellationToken) {
-    if config.period.is_zero() {
-        return;
-    }
     let mut ticks = tokio::time::interval(config.interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -37,32 +39,67 @@ pub async fn run(pool: Pool, config: RetentionConfig, metrics: Arc<Metrics>, shu
         }
         let round = async {
             let client = pool.get().await.map_err(|err| err.to_string())?;
-            prune_if_leader(&client, config.period, &shutdown).await.map_err(|err| err.to_string())
+            round_if_leader(&client, config.period, &shutdown).await.map_err(|err| err.to_string())
         };
         match round.await {
-            Ok(Some(pruned)) if pruned > 0 => {
-                metrics.pruned(pruned);
-                info!(events = pruned, period = %humantime::format_duration(config.period), "pruned finished events");
+            Ok(Some(done)) => {
+                metrics.pruned(done.events);
+                if done.events > 0 || done.partitions_dropped > 0 {
+                    info!(
+                        events = done.events,
+                        attempt_days = done.partitions_dropped,
+                        period = %humantime::format_duration(config.period),
+                        "pruned history"
+                    );
+                }
             }
-            Ok(_) => {}
-            Err(error) => warn!(%error, "pruning failed; trying again next round"),
+            Ok(None) => {}
+            Err(error) => warn!(%error, "history maintenance failed; trying again next round"),
         }
     }
 }
 
-/// Prunes when no other relay is; `None` when another one holds the lock.
-async fn prune_if_leader(
+/// What one round did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Round {
+    pub events: u64,
+    pub partitions_dropped: i32,
+}
+
+/// One round when no other relay is running one; `None` when another holds the lock.
+async fn round_if_leader(
     client: &Client,
     period: Duration,
     shutdown: &CancellationToken,
-) -> Result<Option<u64>, tokio_postgres::Error> {
+) -> Result<Option<Round>, tokio_postgres::Error> {
     let locked: bool = client.query_one("select pg_try_advisory_lock($1)", &[&PRUNE_LOCK]).await?.get(0);
     if !locked {
         return Ok(None);
     }
-    let pruned = prune(client, period, BATCH, shutdown).await;
+    let done = round(client, period, shutdown).await;
     client.execute("select pg_advisory_unlock($1)", &[&PRUNE_LOCK]).await?;
-    pruned.map(Some)
+    done.map(Some)
+}
+
+/// Adds attempt partitions for the next days; with a non-zero `period`, drops
+/// the days of attempts it has outlived (whole partitions, before the row
+/// deletes, which then find nothing there) and prunes finished events.
+pub async fn round(
+    client: &Client,
+    period: Duration,
+    shutdown: &CancellationToken,
+) -> Result<Round, tokio_postgres::Error> {
+    client.execute("select postbox.add_attempt_partitions($1)", &[&DAYS_AHEAD]).await?;
+    if period.is_zero() {
+        return Ok(Round::default());
+    }
+    let seconds = period.as_secs_f64();
+    let partitions_dropped = client
+        .query_one("select postbox.drop_attempt_partitions(now() - make_interval(secs => $1))", &[&seconds])
+        .await?
+        .get(0);
+    let events = prune(client, period, BATCH, shutdown).await?;
+    Ok(Round { events, partitions_dropped })
 }
 
 /// Deletes finished events older than `period`, `batch` outbox rows looked

@@ -19,6 +19,11 @@ pub const MIGRATIONS: &[Migration] = &[
         sql: include_str!("../sql/migrations/0002_delivery_history_index.sql"),
     },
     Migration { version: 3, name: "roles", sql: include_str!("../sql/migrations/0003_roles.sql") },
+    Migration {
+        version: 4,
+        name: "attempts_by_day",
+        sql: include_str!("../sql/migrations/0004_attempts_by_day.sql"),
+    },
 ];
 
 /// Key for `pg_advisory_xact_lock`: "postbox" in ASCII.

@@ -59,7 +59,7 @@ async fn dev_mode_runs_everything_locally_and_ctrl_c_removes_it() {
             .arg("dev")
             .env_remove("DATABASE_URL")
             // Taken, as 8080 often is on a developer's machine: dev picks another port.
-        .env("POSTBOX_ADMIN__LISTEN", taken.local_addr().unwrap().to_string())
+            .env("POSTBOX_ADMIN__LISTEN", taken.local_addr().unwrap().to_string())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             // Its own process group, like a shell job, so Ctrl-C can go to the group.

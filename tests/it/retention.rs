@@ -119,3 +119,48 @@ async fn a_relay_prunes_delivered_events_once_the_period_is_over() {
     shutdown.cancel();
     running.await.unwrap().unwrap();
 }
+
+#[tokio::test]
+async fn attempts_live_in_day_partitions_and_outlived_days_are_dropped_whole() {
+    let app = TestApp::new().await;
+    app.register("a.b").await;
+    let endpoint = app.subscribe("https://example.com/hooks", &["*"]).await;
+    let partitions = "select count(*) from pg_inherits where inhparent = 'postbox.attempts'::regclass";
+    assert!(app.count(partitions).await >= 2, "today's partition and the default one after migrate");
+
+    // A day long gone, made by hand, with one attempt in it; and a recent attempt.
+    app.sql
+        .batch_execute(
+            "create table postbox.attempts_20200101 partition of postbox.attempts
+                 for values from ('2020-01-01 00:00+00') to ('2020-01-02 00:00+00')",
+        )
+        .await
+        .unwrap();
+    let old = event(&app, endpoint, 1, Some("pending")).await; // a delivery that outlives its old attempt
+    app.sql
+        .execute(
+            "insert into postbox.attempts (delivery_id, attempt_number, started_at, duration_ms, error)
+             select d.id, 2, '2020-01-01 12:00+00', 1, 'timeout' from postbox.deliveries d where d.event_id = $1",
+            &[&old],
+        )
+        .await
+        .unwrap();
+    let before = app.count("select count(*) from postbox.attempts").await;
+
+    let done =
+        postbox::retention::round(&app.sql, Duration::from_secs(30 * 86400), &CancellationToken::new())
+            .await
+            .unwrap();
+
+    assert_eq!(done.partitions_dropped, 1);
+    assert_eq!(
+        app.count("select count(*) from postbox.attempts").await,
+        before - 1,
+        "only that day's attempt"
+    );
+    assert_eq!(app.count("select count(*) from pg_class where relname = 'attempts_20200101'").await, 0);
+    let today = "select count(*) from pg_class where relname = 'attempts_' || to_char(now() at time zone 'UTC', 'YYYYMMDD')";
+    assert_eq!(app.count(today).await, 1, "today's partition stays");
+    let ahead = "select count(*) from pg_class where relname = 'attempts_' || to_char(now() at time zone 'UTC' + interval '3 days', 'YYYYMMDD')";
+    assert_eq!(app.count(ahead).await, 1, "partitions are made ahead");
+}
