@@ -145,11 +145,15 @@ async fn with_health(client: &Client, mut endpoints: Vec<Endpoint>) -> Result<Ve
                  select count(a.id) as attempts,
                         count(a.id) filter (where a.response_status between 200 and 299) as succeeded
                  from postbox.deliveries d join postbox.attempts a on a.delivery_id = d.id
-                 where d.endpoint_id = ep.id and d.created_at > now() - interval '24 hours') recent
+                 where d.endpoint_id = ep.id and d.created_at > now() - interval '24 hours'
+                   -- implied (an attempt starts after its delivery is made); it
+                   -- lets the planner skip older days of attempts
+                   and a.started_at > now() - interval '24 hours') recent
              left join lateral (
                  select a.started_at, coalesce(a.error, 'HTTP ' || a.response_status) as error
                  from postbox.deliveries d join postbox.attempts a on a.delivery_id = d.id
                  where d.endpoint_id = ep.id and d.created_at > now() - interval '24 hours'
+                   and a.started_at > now() - interval '24 hours'
                    and (a.response_status is null or a.response_status not between 200 and 299)
                  order by a.started_at desc limit 1) failure on true",
             &[&ids],
