@@ -139,7 +139,12 @@ impl Dispatcher {
     /// claim again at once; sustained traffic means poll every few ms with the
     /// busy mark set, so apps' inserts skip NOTIFY; otherwise wait for `wake`
     /// or the poll interval.
-    pub async fn run(self, wake: Arc<Notify>, shutdown: CancellationToken) {
+    ///
+    /// After a pass that made deliveries it rings `deliveries_made`, this
+    /// relay's deliverer bell: the deliveries themselves travel through the
+    /// database as always, but the local deliverer need not wait for the
+    /// NOTIFY round trip (or, in poll-only mode, for its next poll).
+    pub async fn run(self, wake: Arc<Notify>, deliveries_made: Arc<Notify>, shutdown: CancellationToken) {
         let mut pace = Pace::new(Instant::now());
         let mut marked_at: Option<Instant> = None;
         let mut failures = 0u32;
@@ -147,6 +152,9 @@ impl Dispatcher {
             let events = match self.run_once().await {
                 Ok(dispatched) => {
                     failures = 0;
+                    if dispatched.deliveries > 0 {
+                        deliveries_made.notify_one();
+                    }
                     dispatched.events
                 }
                 Err(err) => {

@@ -174,7 +174,11 @@ impl Relay {
             ));
             info!(wakeup = ?settings.relay.wakeup, concurrency = settings.relay.concurrency, "relay started");
 
-            let dispatching = tokio::spawn(dispatcher.run(wakeup.dispatcher.clone(), shutdown.clone()));
+            let dispatching = tokio::spawn(dispatcher.run(
+                wakeup.dispatcher.clone(),
+                wakeup.deliverer.clone(),
+                shutdown.clone(),
+            ));
             let delivering = tokio::spawn(deliverer.run(wakeup.deliverer.clone(), shutdown.clone()));
             let pruning = tokio::spawn(retention::run(
                 pool.clone(),

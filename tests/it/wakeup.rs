@@ -89,7 +89,7 @@ async fn a_dispatcher_draining_a_backlog_marks_itself_busy_and_clears_the_mark_w
         app.settings.dispatcher_config(),
         Default::default(),
     );
-    let running = tokio::spawn(dispatcher.run(wake, shutdown.clone()));
+    let running = tokio::spawn(dispatcher.run(wake, Default::default(), shutdown.clone()));
 
     // Bounded wait for the backlog to drain.
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
@@ -102,4 +102,29 @@ async fn a_dispatcher_draining_a_backlog_marks_itself_busy_and_clears_the_mark_w
     let busy: bool =
         app.sql.query_one("select busy_until > now() from postbox.wakeup", &[]).await.unwrap().get(0);
     assert!(!busy, "the busy mark is cleared once the backlog is gone");
+}
+
+#[tokio::test]
+async fn a_dispatch_that_makes_deliveries_rings_the_local_deliverer_at_once() {
+    let app = TestApp::new().await;
+    app.register("a.b").await;
+    app.subscribe("https://example.com/hooks", &["*"]).await;
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let wake = std::sync::Arc::new(tokio::sync::Notify::new());
+    let deliverer_bell = std::sync::Arc::new(tokio::sync::Notify::new());
+    let dispatcher = postbox::dispatcher::Dispatcher::new(
+        app.pool.clone(),
+        app.settings.dispatcher_config(),
+        Default::default(),
+    );
+    let running = tokio::spawn(dispatcher.run(wake.clone(), deliverer_bell.clone(), shutdown.clone()));
+
+    app.emit("a.b", serde_json::json!({"n": 1})).await;
+    wake.notify_one(); // as the LISTEN connection would
+    tokio::time::timeout(std::time::Duration::from_secs(5), deliverer_bell.notified())
+        .await
+        .expect("the deliverer's bell rings once the dispatcher has made a delivery");
+    assert_eq!(app.count("select count(*) from postbox.deliveries").await, 1);
+    shutdown.cancel();
+    running.await.unwrap();
 }
