@@ -156,24 +156,25 @@ impl Deliverer {
         let timestamp = started_at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
         let clock = Instant::now();
         let (request_headers, result) = match webhook::build(&delivery, timestamp) {
-            Ok(request) => (
-                headers_json(request.headers.iter().map(|(n, v)| (n.as_str(), v.as_str()))),
-                self.sender.send(&request).await,
-            ),
+            Ok(request) => {
+                let sent_headers =
+                    headers_json(request.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())));
+                (sent_headers, self.sender.send(request).await)
+            }
             Err(reason) => (Value::Object(Map::new()), Err(reason)),
         };
         let duration = clock.elapsed();
         self.release_slot(delivery.endpoint_id);
 
         let attempt_number = delivery.attempt_number as u32;
-        let record = |decision, status, headers, body, error| AttemptRecord {
+        let record = move |decision, status, headers, body, error| AttemptRecord {
             delivery_id: delivery.id,
             lease_token: delivery.lease_token,
             endpoint_id: delivery.endpoint_id,
             attempt_number: delivery.attempt_number,
             started_at,
             duration,
-            request_headers: request_headers.clone(),
+            request_headers,
             response_status: status,
             response_headers: headers,
             response_body: body,

@@ -63,7 +63,8 @@ impl Sender {
     }
 
     /// Sends one request. `Err` is a text for `attempts.error`: no response.
-    pub async fn send(&self, request: &WebhookRequest) -> Result<Response, String> {
+    /// Takes the request by value: its body moves into the HTTP client uncopied.
+    pub async fn send(&self, request: WebhookRequest) -> Result<Response, String> {
         let url = Url::parse(&request.url).map_err(|err| format!("invalid url: {err}"))?;
         self.config.policy.check_url(&url).map_err(|refused| refused.to_string())?;
         let headers = header_map(&request.headers)?;
@@ -71,7 +72,7 @@ impl Sender {
             .client
             .post(url)
             .headers(headers)
-            .body(request.body.clone())
+            .body(request.body)
             .send()
             .await
             .map_err(|err| self.describe(&err))?;
