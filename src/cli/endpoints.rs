@@ -109,13 +109,14 @@ pub async fn run(client: &Client, command: Command, json: bool) -> anyhow::Resul
                         vec![
                             e.id.to_string(),
                             state(e),
+                            success_rate(e),
                             e.event_types.join(","),
                             output::or_dash(e.tenant.as_ref()),
                             e.url.clone(),
                         ]
                     })
                     .collect();
-                output::table(&["ID", "STATE", "EVENT TYPES", "TENANT", "URL"], &rows);
+                output::table(&["ID", "STATE", "LAST 24H", "EVENT TYPES", "TENANT", "URL"], &rows);
             }
         }
         Command::Show { id } => print(&endpoints::get(client, id).await?, json),
@@ -184,9 +185,27 @@ fn show(e: &Endpoint) {
         ("headers", e.headers.to_string()),
         ("description", output::or_dash(e.description.as_ref())),
         ("failing since", output::or_dash(e.failing_since.as_ref())),
+        ("last 24 h", success_rate(e)),
+        (
+            "last failure",
+            match e.health.as_ref().and_then(|h| h.last_failure.as_ref().zip(h.last_failure_at.as_ref())) {
+                Some((failure, at)) => format!("{failure} at {at}"),
+                None => "-".into(),
+            },
+        ),
         ("created", e.created_at.clone()),
         ("updated", e.updated_at.clone()),
     ]);
+}
+
+/// "97% of 120 attempts" over the endpoint's deliveries of the last 24 hours.
+fn success_rate(e: &Endpoint) -> String {
+    match &e.health {
+        Some(h) if h.attempts_24h > 0 => {
+            format!("{}% of {} attempts", h.succeeded_24h * 100 / h.attempts_24h, h.attempts_24h)
+        }
+        _ => "no attempts".into(),
+    }
 }
 
 fn state(e: &Endpoint) -> String {

@@ -173,6 +173,8 @@ async fn every_management_verb_works_in_text_and_json() {
     assert_eq!(ok_json(&db, &["deliveries", "show", &delivery])["attempts"].as_array().unwrap().len(), 1);
     ok(&db, &["deliveries", "redeliver", &delivery]);
     assert_eq!(app.deliver().await, 1);
+    assert!(ok(&db, &["endpoints", "list"]).contains("100% of 2 attempts"), "health in the list");
+    assert_eq!(ok_json(&db, &["endpoints", "show", &id])["health"]["attempts_24h"], 2);
     assert_eq!(ok_json(&db, &["replay", &id, "--since", "1h"])["replayed"], 1);
 
     app.sql.batch_execute("create table posts (id int primary key, title text)").await.unwrap();
