@@ -52,7 +52,7 @@ impl LocalPostgres {
         let run_as = is_root().then(unprivileged_user);
         let mut cluster = Self { dir, bindir, port, run_as, removed: false };
         if let Some(user) = run_as {
-            cluster.run_plain("chown", [user, &cluster.dir.display().to_string()])?;
+            output_of("chown", Command::new("chown").arg(user).arg(&cluster.dir))?;
         }
         let data = cluster.data();
         cluster.run("initdb", ["-D", &data, "-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8"])?;
@@ -123,10 +123,6 @@ impl LocalPostgres {
         };
         command.args(args).process_group(0);
         output_of(program, &mut command)
-    }
-
-    fn run_plain<const N: usize>(&self, program: &str, args: [&str; N]) -> Result<(), Error> {
-        output_of(program, Command::new(program).args(args))
     }
 }
 

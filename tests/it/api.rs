@@ -6,23 +6,19 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
-use crate::support::{app::test_settings, Receiver, Reply, TestApp, TestDb};
+use crate::support::{app::test_settings, relay::InProcessRelay, Receiver, Reply, TestApp, TestDb};
 
 /// A relay running in this process; its admin API at `base`.
 struct Admin {
     base: String,
     http: reqwest::Client,
-    shutdown: CancellationToken,
-    relay: tokio::task::JoinHandle<Result<(), postbox::Error>>,
+    relay: InProcessRelay,
 }
 
 impl Admin {
     async fn start(database_url: &str, overrides: &[(&str, &str)]) -> Self {
-        let relay = postbox::Relay::bind(test_settings(database_url, overrides)).await.expect("relay binds");
-        let base = format!("http://{}", relay.admin_addr());
-        let shutdown = CancellationToken::new();
-        let relay = tokio::spawn(relay.run(shutdown.clone()));
-        Self { base, http: reqwest::Client::new(), shutdown, relay }
+        let relay = InProcessRelay::start(test_settings(database_url, overrides)).await;
+        Self { base: relay.base.clone(), http: reqwest::Client::new(), relay }
     }
 
     async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
@@ -45,8 +41,7 @@ impl Admin {
     }
 
     async fn stop(self) {
-        self.shutdown.cancel();
-        tokio::time::timeout(Duration::from_secs(10), self.relay).await.unwrap().unwrap().unwrap();
+        self.relay.stop().await;
     }
 }
 

@@ -2,34 +2,16 @@
 //! receiver, all gone after Ctrl-C.
 
 use std::{
-    io::{BufRead, BufReader},
     os::unix::process::CommandExt,
     path::PathBuf,
     process::{Command, Stdio},
     time::Duration,
 };
 
-use tokio::sync::mpsc;
+use crate::support::process::OutputLines;
 
-/// The next stdout line containing `needle`, within 60 s (initdb included).
-async fn line_with(
-    lines: &mut mpsc::UnboundedReceiver<String>,
-    seen: &mut Vec<String>,
-    needle: &str,
-) -> String {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        match tokio::time::timeout_at(deadline, lines.recv()).await {
-            Ok(Some(line)) => {
-                seen.push(line.clone());
-                if line.contains(needle) {
-                    return line;
-                }
-            }
-            _ => panic!("postbox dev printed no line with {needle:?}; output:\n{}", seen.join("\n")),
-        }
-    }
-}
+/// initdb included.
+const START_LIMIT: Duration = Duration::from_secs(60);
 
 /// `postbox dev` as a child in its own process group. If the test fails
 /// midway, Ctrl-C it on drop so that its PostgreSQL goes too.
@@ -67,26 +49,21 @@ async fn dev_mode_runs_everything_locally_and_ctrl_c_removes_it() {
             .spawn()
             .expect("postbox dev starts"),
     ));
-    let (tx, mut lines) = mpsc::unbounded_channel();
-    let stdout = dev.0.as_mut().unwrap().stdout.take().unwrap();
-    std::thread::spawn(move || {
-        BufReader::new(stdout).lines().map_while(Result::ok).for_each(|l| drop(tx.send(l)))
-    });
-    let mut seen = Vec::new();
+    let mut output = OutputLines::of(dev.0.as_mut().unwrap());
 
-    let database = line_with(&mut lines, &mut seen, "database ").await;
+    let database = output.line_with("database ", START_LIMIT).await;
     let url = database.split_whitespace().last().unwrap().to_owned();
-    let files = line_with(&mut lines, &mut seen, "files in ").await;
+    let files = output.line_with("files in ", START_LIMIT).await;
     let dir = PathBuf::from(files.trim().trim_end_matches(')').rsplit(' ').next().unwrap());
     assert!(dir.exists(), "{dir:?}");
-    let page = line_with(&mut lines, &mut seen, "web page").await;
+    let page = output.line_with("web page", START_LIMIT).await;
     let page = page.split_whitespace().last().unwrap().to_owned();
-    line_with(&mut lines, &mut seen, "psql").await;
+    output.line_with("psql", START_LIMIT).await;
 
     // The first line to try, as a user would run it.
     let client = postbox::db::connect(&url).await.expect("the printed connection string works");
     client.execute("select postbox.emit('order.created', '{\"id\": 1}')", &[]).await.unwrap();
-    let received = line_with(&mut lines, &mut seen, "receiver: verified order.created").await;
+    let received = output.line_with("receiver: verified order.created", START_LIMIT).await;
     assert!(received.contains(r#""data":{"id": 1}"#), "{received}");
     let _ = rustls::crypto::ring::default_provider().install_default();
     let html = reqwest::get(&page).await.unwrap();
@@ -97,7 +74,7 @@ async fn dev_mode_runs_everything_locally_and_ctrl_c_removes_it() {
     // SAFETY: kill(2) on our own child's process group.
     let mut child = dev.0.take().unwrap();
     assert_eq!(unsafe { libc::kill(-(child.id() as i32), libc::SIGINT) }, 0);
-    line_with(&mut lines, &mut seen, "stopped").await;
+    output.line_with("stopped", START_LIMIT).await;
     let status = tokio::task::spawn_blocking(move || child.wait()).await.unwrap().unwrap();
     assert!(status.success(), "postbox dev exits 0 after Ctrl-C: {status}");
     assert!(!dir.exists(), "{dir:?} removed");

@@ -4,7 +4,6 @@
 //! of their language.
 
 use std::{
-    io::{BufRead, BufReader},
     net::TcpListener,
     path::{Path, PathBuf},
     process::{Command, Stdio},
@@ -12,10 +11,8 @@ use std::{
 };
 
 use serde_json::Value;
-use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 
-use crate::support::{app::test_settings, Receiver, TestApp};
+use crate::support::{app::test_settings, process::OutputLines, relay::InProcessRelay, Receiver, TestApp};
 
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
@@ -41,11 +38,10 @@ fn node() -> Command {
     Command::new("node")
 }
 
-/// A long-running example process whose output lines arrive on a channel.
+/// A long-running example process and what it prints.
 struct Running {
     child: std::process::Child,
-    lines: mpsc::UnboundedReceiver<String>,
-    seen: Vec<String>,
+    output: OutputLines,
 }
 
 impl Running {
@@ -55,37 +51,13 @@ impl Running {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap_or_else(|err| panic!("{command:?} starts: {err}"));
-        let (tx, lines) = mpsc::unbounded_channel();
-        let stdout = child.stdout.take().unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let out = tx.clone();
-        std::thread::spawn(move || {
-            BufReader::new(stdout).lines().map_while(Result::ok).for_each(|l| drop(out.send(l)))
-        });
-        std::thread::spawn(move || {
-            BufReader::new(stderr)
-                .lines()
-                .map_while(Result::ok)
-                .for_each(|l| drop(tx.send(format!("stderr: {l}"))))
-        });
-        Self { child, lines, seen: Vec::new() }
+        let output = OutputLines::of(&mut child);
+        Self { child, output }
     }
 
-    /// The next output line containing `needle`; panics with all output after 20 s.
+    /// The next output line containing `needle`, within 20 s.
     async fn line_with(&mut self, needle: &str) -> String {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-        loop {
-            let line = tokio::time::timeout_at(deadline, self.lines.recv()).await;
-            match line {
-                Ok(Some(line)) => {
-                    self.seen.push(line.clone());
-                    if line.contains(needle) {
-                        return line;
-                    }
-                }
-                _ => panic!("no line with {needle:?} within 20 s; output:\n{}", self.seen.join("\n")),
-            }
-        }
+        self.output.line_with(needle, Duration::from_secs(20)).await
     }
 }
 
@@ -103,8 +75,7 @@ fn free_port() -> u16 {
 /// A database with the examples' table and event type, and a relay running on it.
 struct Setup {
     app: TestApp,
-    shutdown: CancellationToken,
-    relay: tokio::task::JoinHandle<Result<(), postbox::Error>>,
+    relay: InProcessRelay,
 }
 
 impl Setup {
@@ -114,10 +85,8 @@ impl Setup {
             .batch_execute(include_str!("../../examples/setup.sql"))
             .await
             .expect("examples/setup.sql applies");
-        let relay = postbox::Relay::bind(test_settings(&app.db.url, &[])).await.expect("relay binds");
-        let shutdown = CancellationToken::new();
-        let relay = tokio::spawn(relay.run(shutdown.clone()));
-        Self { app, shutdown, relay }
+        let relay = InProcessRelay::start(test_settings(&app.db.url, &[])).await;
+        Self { app, relay }
     }
 
     async fn subscribe(&self, url: &str) {
@@ -142,8 +111,7 @@ impl Setup {
     }
 
     async fn stop(self) {
-        self.shutdown.cancel();
-        self.relay.await.unwrap().unwrap();
+        self.relay.stop().await;
     }
 }
 

@@ -5,9 +5,8 @@ use std::{path::Path, process::Command};
 
 use postbox::localpg::LocalPostgres;
 use serde_json::json;
-use tokio_util::sync::CancellationToken;
 
-use crate::support::{app::test_settings, Receiver};
+use crate::support::{app::test_settings, relay::InProcessRelay, Receiver};
 
 fn openssl(dir: &Path, args: &[&str]) {
     let output = Command::new("openssl").args(args).current_dir(dir).output().expect("openssl runs");
@@ -107,9 +106,7 @@ async fn sslmodes_mean_what_they_mean_in_libpq_and_the_relay_runs_over_tls() {
         .await
         .unwrap();
     client.execute("select postbox.subscribe($1)", &[&receiver.url("/")]).await.unwrap();
-    let relay = postbox::Relay::bind(test_settings(&url, &[])).await.unwrap();
-    let shutdown = CancellationToken::new();
-    let running = tokio::spawn(relay.run(shutdown.clone()));
+    let relay = InProcessRelay::start(test_settings(&url, &[])).await;
     client.execute("select postbox.emit('a.b', $1)", &[&json!({"over": "tls"})]).await.unwrap();
     assert_eq!(receiver.recv().await.json()["data"], json!({"over": "tls"}));
     let plain: i64 = client
@@ -122,6 +119,5 @@ async fn sslmodes_mean_what_they_mean_in_libpq_and_the_relay_runs_over_tls() {
         .unwrap()
         .get(0);
     assert_eq!(plain, 0, "every relay connection is encrypted");
-    shutdown.cancel();
-    running.await.unwrap().unwrap();
+    relay.stop().await;
 }

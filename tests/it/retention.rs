@@ -7,7 +7,7 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::support::{app::test_settings, eventually, Receiver, TestApp};
+use crate::support::{app::test_settings, eventually, relay::InProcessRelay, Receiver, TestApp};
 
 /// An event with one delivery in `status` (none when `None`), `age_days` old.
 async fn event(app: &TestApp, endpoint: Uuid, age_days: i32, status: Option<&str>) -> Uuid {
@@ -101,10 +101,8 @@ async fn a_relay_prunes_delivered_events_once_the_period_is_over() {
         &app.db.url,
         &[("POSTBOX_RETENTION__PERIOD", "1s"), ("POSTBOX_RETENTION__INTERVAL", "100ms")],
     );
-    let relay = postbox::Relay::bind(settings).await.unwrap();
-    let metrics = format!("http://{}/metrics", relay.admin_addr());
-    let shutdown = CancellationToken::new();
-    let running = tokio::spawn(relay.run(shutdown.clone()));
+    let relay = InProcessRelay::start(settings).await;
+    let metrics = format!("{}/metrics", relay.base);
 
     app.emit("a.b", json!({"n": 1})).await;
     receiver.recv().await;
@@ -116,8 +114,7 @@ async fn a_relay_prunes_delivered_events_once_the_period_is_over() {
     let text = reqwest::get(metrics).await.unwrap().text().await.unwrap();
     assert!(text.contains("postbox_events_pruned_total 1"), "{text}");
 
-    shutdown.cancel();
-    running.await.unwrap().unwrap();
+    relay.stop().await;
 }
 
 #[tokio::test]

@@ -6,10 +6,9 @@ use std::time::Duration;
 
 use serde_json::json;
 use tokio_postgres::{error::SqlState, Client};
-use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::support::{app::test_settings, Receiver, TestApp};
+use crate::support::{app::test_settings, relay::InProcessRelay, Receiver, TestApp};
 
 /// Runs `sql` and expects Postgres to refuse it for lack of privilege.
 async fn assert_denied(client: &Client, sql: &str) {
@@ -150,10 +149,8 @@ async fn the_relay_runs_as_a_postbox_relay_member_without_ddl_rights() {
     let url = app.db.url.replacen("postgres@", &format!("{login}@"), 1);
     assert_ne!(url, app.db.url, "the test database URL names the postgres user");
 
-    let relay = postbox::Relay::bind(test_settings(&url, &[])).await.expect("relay binds");
-    let base = format!("http://{}", relay.admin_addr());
-    let shutdown = CancellationToken::new();
-    let running = tokio::spawn(relay.run(shutdown.clone()));
+    let relay = InProcessRelay::start(test_settings(&url, &[])).await;
+    let base = relay.base.clone();
 
     // The admin API creates an endpoint; the relay delivers to it.
     let created = reqwest::Client::new()
@@ -184,8 +181,7 @@ async fn the_relay_runs_as_a_postbox_relay_member_without_ddl_rights() {
         assert_denied(&as_relay, sql).await;
     }
     drop(as_relay);
-    shutdown.cancel();
-    running.await.unwrap().unwrap();
+    relay.stop().await;
     // Roles are cluster-wide: leave none behind.
     app.sql.batch_execute(&format!("drop owned by {login}; drop role {login}")).await.unwrap();
 }

@@ -3,9 +3,8 @@
 use std::time::Duration;
 
 use serde_json::json;
-use tokio_util::sync::CancellationToken;
 
-use crate::support::{app::test_settings, browser::Browser, Receiver, Reply, TestApp};
+use crate::support::{app::test_settings, browser::Browser, relay::InProcessRelay, Receiver, Reply, TestApp};
 
 const TOKEN: &str = "page-test-token";
 
@@ -25,10 +24,8 @@ async fn a_failing_delivery_is_debugged_and_redelivered_from_the_web_page() {
         &app.db.url,
         &[("POSTBOX_ADMIN__TOKEN", TOKEN), ("POSTBOX_DELIVERY__RETRY_SCHEDULE", "0s,1h,1h")],
     );
-    let relay = postbox::Relay::bind(settings).await.expect("relay binds");
-    let base = format!("http://{}", relay.admin_addr());
-    let shutdown = CancellationToken::new();
-    let running = tokio::spawn(relay.run(shutdown.clone()));
+    let relay = InProcessRelay::start(settings).await;
+    let base = relay.base.clone();
     let browser = Browser::start().await;
 
     // Sign in: the token stays in the tab, not in the URL.
@@ -122,17 +119,14 @@ async fn a_failing_delivery_is_debugged_and_redelivered_from_the_web_page() {
     assert_eq!(row, json!(["order.created", "An order was placed", "1"]));
 
     browser.close().await;
-    shutdown.cancel();
-    running.await.unwrap().unwrap();
+    relay.stop().await;
 }
 
 #[tokio::test]
 async fn the_page_is_served_with_a_strict_content_security_policy() {
     let app = TestApp::new().await;
-    let relay = postbox::Relay::bind(test_settings(&app.db.url, &[])).await.expect("relay binds");
-    let base = format!("http://{}", relay.admin_addr());
-    let shutdown = CancellationToken::new();
-    let running = tokio::spawn(relay.run(shutdown.clone()));
+    let relay = InProcessRelay::start(test_settings(&app.db.url, &[])).await;
+    let base = relay.base.clone();
 
     for (path, content_type) in
         [("/", "text/html"), ("/assets/app.js", "text/javascript"), ("/assets/app.css", "text/css")]
@@ -148,6 +142,5 @@ async fn the_page_is_served_with_a_strict_content_security_policy() {
     let html = reqwest::get(format!("{base}/")).await.unwrap().text().await.unwrap();
     assert!(!html.contains("://"), "the page loads nothing from elsewhere");
 
-    shutdown.cancel();
-    running.await.unwrap().unwrap();
+    relay.stop().await;
 }

@@ -3,6 +3,7 @@ pub mod browser;
 pub mod db;
 pub mod process;
 pub mod receiver;
+pub mod relay;
 
 pub use app::TestApp;
 pub use db::TestDb;

@@ -91,3 +91,49 @@ impl Drop for RelayProcess {
         let _ = std::fs::remove_file(&self.log);
     }
 }
+
+/// A child process's output, line by line, for tests that wait on what it prints.
+pub struct OutputLines {
+    lines: tokio::sync::mpsc::UnboundedReceiver<String>,
+    seen: Vec<String>,
+}
+
+impl OutputLines {
+    /// Takes the child's piped stdout (and stderr, if piped: its lines start `stderr: `).
+    pub fn of(child: &mut Child) -> Self {
+        use std::io::{BufRead, BufReader};
+        let (tx, lines) = tokio::sync::mpsc::unbounded_channel();
+        if let Some(stderr) = child.stderr.take() {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    let _ = tx.send(format!("stderr: {line}"));
+                }
+            });
+        }
+        if let Some(stdout) = child.stdout.take() {
+            std::thread::spawn(move || {
+                for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                    let _ = tx.send(line);
+                }
+            });
+        }
+        Self { lines, seen: Vec::new() }
+    }
+
+    /// The next line containing `needle`; panics with all output so far after `limit`.
+    pub async fn line_with(&mut self, needle: &str, limit: Duration) -> String {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            match tokio::time::timeout_at(deadline, self.lines.recv()).await {
+                Ok(Some(line)) => {
+                    self.seen.push(line.clone());
+                    if line.contains(needle) {
+                        return line;
+                    }
+                }
+                _ => panic!("no line with {needle:?} within {limit:?}; output:\n{}", self.seen.join("\n")),
+            }
+        }
+    }
+}
