@@ -24,6 +24,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "attempts_by_day",
         sql: include_str!("../sql/migrations/0004_attempts_by_day.sql"),
     },
+    Migration {
+        version: 5,
+        name: "queue_tuning",
+        sql: include_str!("../sql/migrations/0005_queue_tuning.sql"),
+    },
 ];
 
 /// Key for `pg_advisory_xact_lock`: "postbox" in ASCII.

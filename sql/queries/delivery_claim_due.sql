@@ -24,12 +24,14 @@ candidate as (
 within_cap as (
     select ranked.id
     from (
-        select c.id, c.endpoint_id,
+        select c.id, c.endpoint_id, c.next_attempt_at,
                row_number() over (partition by c.endpoint_id order by c.next_attempt_at) as rank
         from candidate c
     ) ranked
     left join busy b on b.endpoint_id = ranked.endpoint_id
     where ranked.rank <= coalesce(b.free, $6::int)
+    order by ranked.next_attempt_at
+    limit $1::int8
 ),
 due as (
     select d.id

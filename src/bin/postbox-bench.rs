@@ -58,6 +58,30 @@ struct Args {
     /// The `postbox` binary to run as the relay (default: next to this one)
     #[arg(long)]
     relay_bin: Option<std::path::PathBuf>,
+    /// Run only these phases, e.g. `--only drain,latency` (default: all).
+    /// Ratios need the phase they compare with.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    only: Vec<Phase>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Phase {
+    /// (1) the minimal per-event SQL
+    Ceiling,
+    /// (2) app commit rates
+    Commits,
+    /// (3) and (6): backlog drain and the relay's memory
+    Drain,
+    /// (4) writers and relay together
+    Sustained,
+    /// (5) commit-to-receipt latency
+    Latency,
+}
+
+impl Args {
+    fn runs(&self, phase: Phase) -> bool {
+        self.only.is_empty() || self.only.contains(&phase)
+    }
 }
 
 /// What the receiver saw: a count, and arrival times by webhook-id.
@@ -157,95 +181,114 @@ impl Bench {
         let mut report = Report::default();
         eprintln!("receiver at {}", self.receiver_url);
 
-        eprintln!("(1) minimal per-event SQL ...");
-        let ceiling = self.minimal_sql(args.events.min(50_000)).await?;
-        report.add(
-            "sql_ceiling_events_per_s",
-            "(1) minimal SQL per event (claim 100, record, settle)",
-            ceiling,
-            "events/s",
-            None,
-        );
+        let mut ceiling = None;
+        if args.runs(Phase::Ceiling) {
+            eprintln!("(1) minimal per-event SQL ...");
+            let rate = self.minimal_sql(args.events.min(50_000)).await?;
+            report.add(
+                "sql_ceiling_events_per_s",
+                "(1) minimal SQL per event (claim 100, record, settle)",
+                rate,
+                "events/s",
+                None,
+            );
+            ceiling = Some(rate);
+        }
 
-        eprintln!("(2) app commit rates ...");
-        let plain = self
-            .commit_rate(
-                args,
-                "insert into public.bench_plain (event_type, payload) values ('bench.event', '{}')",
-            )
-            .await?;
-        report.add("commits_plain_per_s", "(2a) app commits, plain table", plain, "commits/s", None);
-        self.sql("update postbox.wakeup set busy_until = '-infinity', notify = true").await?;
-        let notify = self.commit_rate(args, OUTBOX_INSERT).await?;
-        report.add(
-            "commits_outbox_idle_relay_per_s",
-            "(2b) app commits, outbox, relay idle (NOTIFY)",
-            notify,
-            "commits/s",
-            Some((notify / plain, "2a")),
-        );
-        self.sql("update postbox.wakeup set busy_until = 'infinity'").await?;
-        let busy = self.commit_rate(args, OUTBOX_INSERT).await?;
-        report.add(
-            "commits_outbox_busy_relay_per_s",
-            "(2c) app commits, outbox, relay busy (no NOTIFY)",
-            busy,
-            "commits/s",
-            Some((busy / plain, "2a")),
-        );
-        self.sql("update postbox.wakeup set busy_until = '-infinity'; truncate postbox.outbox cascade; truncate public.bench_plain").await?;
+        let mut plain = None;
+        if args.runs(Phase::Commits) {
+            eprintln!("(2) app commit rates ...");
+            let rate = self
+                .commit_rate(
+                    args,
+                    "insert into public.bench_plain (event_type, payload) values ('bench.event', '{}')",
+                )
+                .await?;
+            report.add("commits_plain_per_s", "(2a) app commits, plain table", rate, "commits/s", None);
+            plain = Some(rate);
+            self.sql("update postbox.wakeup set busy_until = '-infinity', notify = true").await?;
+            let notify = self.commit_rate(args, OUTBOX_INSERT).await?;
+            report.add(
+                "commits_outbox_idle_relay_per_s",
+                "(2b) app commits, outbox, relay idle (NOTIFY)",
+                notify,
+                "commits/s",
+                ratio(notify, plain, "2a"),
+            );
+            self.sql("update postbox.wakeup set busy_until = 'infinity'").await?;
+            let busy = self.commit_rate(args, OUTBOX_INSERT).await?;
+            report.add(
+                "commits_outbox_busy_relay_per_s",
+                "(2c) app commits, outbox, relay busy (no NOTIFY)",
+                busy,
+                "commits/s",
+                ratio(busy, plain, "2a"),
+            );
+            self.sql("update postbox.wakeup set busy_until = '-infinity'; truncate postbox.outbox cascade; truncate public.bench_plain").await?;
+        }
 
-        eprintln!("(3) backlog drain of {} events ...", args.events);
-        self.insert_backlog(args.events).await?;
+        if !(args.runs(Phase::Drain) || args.runs(Phase::Sustained) || args.runs(Phase::Latency)) {
+            return Ok(report);
+        }
+        if args.runs(Phase::Drain) {
+            eprintln!("(3) backlog drain of {} events ...", args.events);
+            self.insert_backlog(args.events).await?;
+        }
         let mut relay = self.start_relay()?;
-        let started = Instant::now();
-        let peak_rss = self.wait_received(args.events, Some(relay.id()), Duration::from_secs(600)).await?;
-        let drain = args.events as f64 / started.elapsed().as_secs_f64();
-        report.add(
-            "drain_events_per_s",
-            "(3) backlog drain through the relay",
-            drain,
-            "events/s",
-            Some((drain / ceiling, "1")),
-        );
-        report.add(
-            "relay_peak_rss_mib",
-            "(6) relay peak RSS during the drain",
-            peak_rss as f64 / 1048576.0,
-            "MiB",
-            None,
-        );
+        if args.runs(Phase::Drain) {
+            let started = Instant::now();
+            let peak_rss = self.wait_received(args.events, Some(relay.id()), Duration::from_secs(600)).await?;
+            let drain = args.events as f64 / started.elapsed().as_secs_f64();
+            report.add(
+                "drain_events_per_s",
+                "(3) backlog drain through the relay",
+                drain,
+                "events/s",
+                ratio(drain, ceiling, "1"),
+            );
+            report.add(
+                "relay_peak_rss_mib",
+                "(6) relay peak RSS during the drain",
+                peak_rss as f64 / 1048576.0,
+                "MiB",
+                None,
+            );
+        }
 
-        eprintln!("(4) sustained load with {} writers ...", args.writers);
-        let before = self.received.count.load(Ordering::Relaxed);
-        let sustained_commits = self.commit_rate(args, OUTBOX_INSERT).await?;
-        let written = (sustained_commits * args.seconds as f64) as u64;
-        let deadline = Instant::now();
-        self.wait_received(before + written, None, Duration::from_secs(600)).await?;
-        let delivered = written as f64 / (args.seconds as f64 + deadline.elapsed().as_secs_f64());
-        report.add(
-            "sustained_delivered_per_s",
-            "(4) sustained: delivered while apps write",
-            delivered,
-            "events/s",
-            None,
-        );
-        report.add(
-            "sustained_app_commits_per_s",
-            "(4) sustained: app commits meanwhile",
-            sustained_commits,
-            "commits/s",
-            Some((sustained_commits / plain, "2a")),
-        );
+        if args.runs(Phase::Sustained) {
+            eprintln!("(4) sustained load with {} writers ...", args.writers);
+            let before = self.received.count.load(Ordering::Relaxed);
+            let sustained_commits = self.commit_rate(args, OUTBOX_INSERT).await?;
+            let written = (sustained_commits * args.seconds as f64) as u64;
+            let deadline = Instant::now();
+            self.wait_received(before + written, None, Duration::from_secs(600)).await?;
+            let delivered = written as f64 / (args.seconds as f64 + deadline.elapsed().as_secs_f64());
+            report.add(
+                "sustained_delivered_per_s",
+                "(4) sustained: delivered while apps write",
+                delivered,
+                "events/s",
+                None,
+            );
+            report.add(
+                "sustained_app_commits_per_s",
+                "(4) sustained: app commits meanwhile",
+                sustained_commits,
+                "commits/s",
+                ratio(sustained_commits, plain, "2a"),
+            );
+        }
 
-        eprintln!("(5) latency at {} events/s ...", args.rate);
-        let latencies = self.latency(args).await?;
-        for (key, label, q) in [
-            ("latency_p50_ms", "(5) commit to receipt p50", 0.50),
-            ("latency_p95_ms", "(5) commit to receipt p95", 0.95),
-            ("latency_p99_ms", "(5) commit to receipt p99", 0.99),
-        ] {
-            report.add(key, label, quantile(&latencies, q), "ms", None);
+        if args.runs(Phase::Latency) {
+            eprintln!("(5) latency at {} events/s ...", args.rate);
+            let latencies = self.latency(args).await?;
+            for (key, label, q) in [
+                ("latency_p50_ms", "(5) commit to receipt p50", 0.50),
+                ("latency_p95_ms", "(5) commit to receipt p95", 0.95),
+                ("latency_p99_ms", "(5) commit to receipt p99", 0.99),
+            ] {
+                report.add(key, label, quantile(&latencies, q), "ms", None);
+            }
         }
         stop(&mut relay);
         Ok(report)
@@ -421,6 +464,11 @@ async fn receive(State(received): State<Arc<Received>>, headers: HeaderMap) -> a
     }
     received.count.fetch_add(1, Ordering::Relaxed);
     axum::http::StatusCode::NO_CONTENT
+}
+
+/// `value` as a ratio to `base`, when the phase that measures `base` ran.
+fn ratio(value: f64, base: Option<f64>, of: &'static str) -> Option<(f64, &'static str)> {
+    base.map(|base| (value / base, of))
 }
 
 fn quantile(sorted: &[f64], q: f64) -> f64 {
