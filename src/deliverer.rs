@@ -1,7 +1,10 @@
 //! Deliveries to HTTP: claim due deliveries under a lease, POST them with no
 //! transaction or pooled connection held, and record every attempt in batches.
 //!
-//! The dispatcher and the deliverer meet only in the database.
+//! Deliveries reach the requests two ways, both leased in the database: this
+//! relay's claims, and its dispatcher, which leases the first attempts it
+//! creates while there is [`Room`] and hands them over in memory. Either way a
+//! relay that dies leaves nothing but leases that run out.
 
 use std::{
     collections::HashMap,
@@ -12,9 +15,10 @@ use std::{
 use deadpool_postgres::Pool;
 use serde_json::{Map, Value};
 use tokio::{
-    sync::{mpsc, Notify, Semaphore},
+    sync::{mpsc, Mutex as AsyncMutex, Notify, OwnedMutexGuard, OwnedSemaphorePermit, Semaphore},
     task::JoinSet,
 };
+use tokio_postgres::Row;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 use uuid::Uuid;
@@ -71,6 +75,55 @@ pub struct Deliverer {
     /// Requests in flight per endpoint, for the per-endpoint cap.
     endpoint_load: Mutex<HashMap<Uuid, usize>>,
     metrics: Arc<Metrics>,
+    /// One permit per request slot: `concurrency` in all.
+    slots: Arc<Semaphore>,
+    /// Held by whoever leases deliveries to this relay, from reading the free
+    /// slots until the leased deliveries take theirs, so that two leases at
+    /// once cannot both fill the same free slots. True once the relay stops
+    /// taking new work.
+    lease_turn: Arc<AsyncMutex<bool>>,
+    /// Deliveries leased by the dispatcher, on their way to the request loop.
+    handed_over: mpsc::UnboundedSender<Leased>,
+    hand_over_inbox: Mutex<Option<mpsc::UnboundedReceiver<Leased>>>,
+}
+
+/// This relay's room for new requests, held while one statement leases
+/// deliveries into it: its free request slots, and the free slots per endpoint.
+pub struct Room {
+    _turn: OwnedMutexGuard<bool>,
+    permits: Vec<OwnedSemaphorePermit>,
+    /// Endpoints with requests in flight from this relay ...
+    pub busy: Vec<Uuid>,
+    /// ... and their free slots.
+    pub free: Vec<i32>,
+    /// Free slots of every other endpoint.
+    pub endpoint_cap: i32,
+}
+
+impl Room {
+    /// Request slots in all.
+    pub fn size(&self) -> usize {
+        self.permits.len()
+    }
+
+    /// Whether an endpoint was at its cap: a finished request to it may let
+    /// more of its deliveries be claimed.
+    fn endpoint_full(&self) -> bool {
+        self.free.iter().any(|free| *free <= 0)
+    }
+}
+
+/// Deliveries leased to this relay, each holding its request slot.
+pub struct Leased(Vec<(Claimed, OwnedSemaphorePermit)>);
+
+impl Leased {
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
 }
 
 /// What one batch write did.
@@ -83,40 +136,64 @@ pub struct Recorded {
 
 impl Deliverer {
     pub fn new(pool: Pool, sender: Sender, config: DelivererConfig, metrics: Arc<Metrics>) -> Self {
-        Self { pool, sender, config, in_flight: Mutex::default(), endpoint_load: Mutex::default(), metrics }
+        let (handed_over, hand_over_inbox) = mpsc::unbounded_channel();
+        Self {
+            slots: Arc::new(Semaphore::new(config.concurrency)),
+            pool,
+            sender,
+            config,
+            in_flight: Mutex::default(),
+            endpoint_load: Mutex::default(),
+            metrics,
+            lease_turn: Arc::default(),
+            handed_over,
+            hand_over_inbox: Mutex::new(Some(hand_over_inbox)),
+        }
     }
 
-    /// Claims up to `limit` due deliveries in one short statement.
-    pub async fn claim(&self, limit: usize) -> Result<Vec<Claimed>> {
-        let (busy, free) = self.endpoint_slots();
-        let cap = self.config.endpoint_concurrency.min(i32::MAX as usize) as i32;
-        let client = self.pool.get().await?;
-        let statement = client.prepare_cached(sql::DELIVERY_CLAIM_DUE).await?;
-        let lease_token = Uuid::new_v4();
-        let rows = client
-            .query(
-                &statement,
-                &[&(limit as i64), &self.config.lease.as_secs_f64(), &lease_token, &busy, &free, &cap],
-            )
-            .await?;
-        let claimed: Vec<Claimed> = rows
+    /// Request slots in all.
+    pub fn concurrency(&self) -> usize {
+        self.config.concurrency
+    }
+
+    /// Returns once `slots` request slots are free (without taking them).
+    pub async fn wait_for_room(&self, slots: usize) {
+        let slots = slots.min(self.config.concurrency).min(u32::MAX as usize) as u32;
+        let _ = self.slots.acquire_many(slots).await;
+    }
+
+    /// The lease duration and a fresh claim token, for a statement that
+    /// leases deliveries.
+    pub fn new_lease(&self) -> (f64, Uuid) {
+        (self.config.lease.as_secs_f64(), Uuid::new_v4())
+    }
+
+    /// Takes the lease turn and up to `want` free request slots (none once
+    /// the relay is stopping). Waits only for the turn.
+    pub async fn room(&self, want: usize) -> Room {
+        let turn = Arc::clone(&self.lease_turn).lock_owned().await;
+        let stopping = *turn;
+        let mut permits = Vec::new();
+        while !stopping && permits.len() < want {
+            match Arc::clone(&self.slots).try_acquire_owned() {
+                Ok(permit) => permits.push(permit),
+                Err(_) => break,
+            }
+        }
+        let cap = self.config.endpoint_concurrency;
+        let load = self.endpoint_load.lock().expect("endpoint load lock is never poisoned");
+        let (busy, free) = load
             .iter()
-            .map(|row| Claimed {
-                id: row.get("id"),
-                lease_token,
-                endpoint_id: row.get("endpoint_id"),
-                attempt_number: row.get("attempt_number"),
-                event_id: row.get("event_id"),
-                event_type: row.get("event_type"),
-                occurred_at: row.get("occurred_at"),
-                payload: row.get("payload"),
-                previous: row.get("previous"),
-                actor: row.get("actor"),
-                url: row.get("url"),
-                secrets: row.get("secrets"),
-                headers: row.get("headers"),
-            })
-            .collect();
+            .map(|(endpoint, used)| (*endpoint, cap.saturating_sub(*used).min(i32::MAX as usize) as i32))
+            .unzip();
+        drop(load);
+        Room { _turn: turn, permits, busy, free, endpoint_cap: cap.min(i32::MAX as usize) as i32 }
+    }
+
+    /// Books deliveries that a statement leased into `room`: each takes a
+    /// request slot and counts against its endpoint's cap. The turn and the
+    /// slots left over go back.
+    pub fn lease(&self, room: Room, claimed: Vec<Claimed>) -> Leased {
         let mut in_flight = self.in_flight.lock().expect("in-flight lock is never poisoned");
         in_flight.extend(claimed.iter().map(|c| (c.id, c.lease_token)));
         drop(in_flight);
@@ -124,16 +201,53 @@ impl Deliverer {
         for delivery in &claimed {
             *load.entry(delivery.endpoint_id).or_default() += 1;
         }
-        Ok(claimed)
+        drop(load);
+        let mut permits = room.permits.into_iter();
+        Leased(
+            claimed
+                .into_iter()
+                .map(|delivery| {
+                    let permit =
+                        permits.next().expect("a statement leases no more deliveries than its room holds");
+                    (delivery, permit)
+                })
+                .collect(),
+        )
     }
 
-    /// Endpoints with requests in flight from this relay, and their free slots.
-    fn endpoint_slots(&self) -> (Vec<Uuid>, Vec<i32>) {
-        let cap = self.config.endpoint_concurrency;
-        let load = self.endpoint_load.lock().expect("endpoint load lock is never poisoned");
-        load.iter()
-            .map(|(endpoint, used)| (*endpoint, cap.saturating_sub(*used).min(i32::MAX as usize) as i32))
-            .unzip()
+    /// Passes deliveries leased elsewhere in this relay (by its dispatcher)
+    /// to the request loop.
+    pub fn hand_over(&self, leased: Leased) {
+        if !leased.is_empty() {
+            // The loop stops taking them only after no room is given out
+            // any more; whatever it left unsent is released at shutdown.
+            let _ = self.handed_over.send(leased);
+        }
+    }
+
+    /// Claims up to `limit` due deliveries in one short statement.
+    pub async fn claim(&self, limit: usize) -> Result<Vec<Claimed>> {
+        let room = self.room(limit).await;
+        let leased = self.claim_into(room).await?;
+        Ok(leased.0.into_iter().map(|(delivery, _)| delivery).collect())
+    }
+
+    /// Claims as many due deliveries as `room` holds.
+    async fn claim_into(&self, room: Room) -> Result<Leased> {
+        if room.size() == 0 {
+            return Ok(self.lease(room, Vec::new()));
+        }
+        let client = self.pool.get().await?;
+        let statement = client.prepare_cached(sql::DELIVERY_CLAIM_DUE).await?;
+        let (lease, lease_token) = self.new_lease();
+        let rows = client
+            .query(
+                &statement,
+                &[&(room.size() as i64), &lease, &lease_token, &room.busy, &room.free, &room.endpoint_cap],
+            )
+            .await?;
+        let claimed = rows.iter().map(|row| claimed_from_row(row, lease_token)).collect();
+        Ok(self.lease(room, claimed))
     }
 
     /// A request to `endpoint` finished: its slot is free again.
@@ -314,65 +428,69 @@ impl Deliverer {
     }
 
     /// Runs until `shutdown`: keeps up to `concurrency` requests in flight,
-    /// claiming as slots free up, and waking on `wake` or the poll interval.
-    /// On shutdown, stops claiming, lets in-flight requests finish within the
-    /// grace period, records them, and releases whatever is left.
+    /// from its own claims and from deliveries the dispatcher handed over.
+    /// Claims when woken (`wake`), every poll interval, and after a request
+    /// finishes while the last claim may have left due deliveries behind.
+    /// On shutdown, stops taking work, lets in-flight requests finish within
+    /// the grace period, records them, and releases whatever is left.
     pub async fn run(self: Arc<Self>, wake: Arc<Notify>, shutdown: CancellationToken) {
-        let slots = Arc::new(Semaphore::new(self.config.concurrency));
+        let mut handed_over = self
+            .hand_over_inbox
+            .lock()
+            .expect("hand-over lock is never poisoned")
+            .take()
+            .expect("a deliverer runs once");
         let (results, outcomes) = mpsc::channel(self.config.concurrency.max(1));
         let recorder = tokio::spawn(Arc::clone(&self).record_loop(outcomes));
         let mut requests = JoinSet::new();
         let mut failures = 0u32;
+        let mut claim_now = true;
+        // Whether the last claim may have left deliveries behind for want of
+        // a free slot: then a finished request is a reason to claim again.
+        let mut left_behind = false;
+        // A steady tick, not a timeout per wait: handed-over work keeps the
+        // loop busy, and retries that fall due must still be claimed.
+        let mut poll = tokio::time::interval(self.config.poll_interval);
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
         while !shutdown.is_cancelled() {
             while requests.try_join_next().is_some() {}
-            let first = tokio::select! {
-                permit = Arc::clone(&slots).acquire_owned() => permit.expect("semaphore is never closed"),
-                _ = shutdown.cancelled() => break,
-            };
-            let limit = (slots.available_permits() + 1).min(self.config.batch_size);
-            let claimed = match self.claim(limit).await {
-                Ok(claimed) => {
-                    failures = 0;
-                    claimed
+            if claim_now && self.slots.available_permits() > 0 {
+                claim_now = false;
+                let room = self.room(self.config.batch_size).await;
+                let (asked, endpoint_full) = (room.size(), room.endpoint_full());
+                match self.claim_into(room).await {
+                    Ok(leased) => {
+                        failures = 0;
+                        // A full claim, or one cut short by an endpoint's
+                        // cap, may have left more behind; an empty one means
+                        // nothing is due that this relay has room for.
+                        left_behind = leased.len() == asked || !leased.is_empty() || endpoint_full;
+                        self.start(leased, &mut requests, &results);
+                    }
+                    Err(err) => {
+                        failures += 1;
+                        error!(error = %err, "claiming deliveries failed");
+                        sleep_or_cancel(backoff(failures), &shutdown).await;
+                        claim_now = true;
+                        continue;
+                    }
                 }
-                Err(err) => {
-                    failures += 1;
-                    error!(error = %err, "claiming deliveries failed");
-                    drop(first);
-                    sleep_or_cancel(backoff(failures), &shutdown).await;
-                    continue;
-                }
-            };
-            let found = claimed.len();
-            let mut first = Some(first);
-            for delivery in claimed {
-                let permit = match first.take() {
-                    Some(permit) => permit,
-                    None => Arc::clone(&slots).try_acquire_owned().expect("only this loop takes slots"),
-                };
-                let this = Arc::clone(&self);
-                let results = results.clone();
-                requests.spawn(async move {
-                    let record = this.attempt(delivery).await;
-                    let _ = results.send(record).await;
-                    drop(permit);
-                });
             }
-            drop(first);
-            if found < limit {
-                // Fewer than asked: the queue is empty for now, or the
-                // per-endpoint caps held the claim back. A finished request
-                // frees a slot, so it is worth claiming again then too.
-                tokio::select! {
-                    _ = wake.notified() => {}
-                    _ = tokio::time::sleep(self.config.poll_interval) => {}
-                    Some(_) = requests.join_next(), if !requests.is_empty() => {}
-                    _ = shutdown.cancelled() => {}
-                }
+            tokio::select! {
+                Some(leased) = handed_over.recv() => self.start(leased, &mut requests, &results),
+                _ = wake.notified() => claim_now = true,
+                _ = poll.tick() => claim_now = true,
+                Some(_) = requests.join_next(), if !requests.is_empty() => claim_now |= left_behind,
+                _ = shutdown.cancelled() => {}
             }
         }
 
+        // No room is given out from here on, so nothing more is handed over;
+        // what was handed over but not started is released below.
+        *self.lease_turn.lock().await = true;
+        handed_over.close();
+        drop(handed_over);
         info!(in_flight = requests.len(), "deliverer stopping");
         let drained = tokio::time::timeout(self.config.shutdown_grace, async {
             while requests.join_next().await.is_some() {}
@@ -394,6 +512,25 @@ impl Deliverer {
         info!(attempts = self.metrics.attempts_total(), "deliverer stopped");
     }
 
+    /// Starts one request per leased delivery; each holds its slot until its
+    /// outcome is queued for recording.
+    fn start(
+        self: &Arc<Self>,
+        leased: Leased,
+        requests: &mut JoinSet<()>,
+        results: &mpsc::Sender<AttemptRecord>,
+    ) {
+        for (delivery, permit) in leased.0 {
+            let this = Arc::clone(self);
+            let results = results.clone();
+            requests.spawn(async move {
+                let record = this.attempt(delivery).await;
+                let _ = results.send(record).await;
+                drop(permit);
+            });
+        }
+    }
+
     /// Writes outcomes as they arrive, as many per round trip as are waiting.
     async fn record_loop(self: Arc<Self>, mut outcomes: mpsc::Receiver<AttemptRecord>) {
         let mut batch = Vec::with_capacity(self.config.batch_size);
@@ -412,6 +549,26 @@ impl Deliverer {
             self.forget(&batch);
             batch.clear();
         }
+    }
+}
+
+/// A leased delivery's request, from a row of a statement that leased it
+/// under `lease_token` (a claim, or a dispatch pass).
+pub fn claimed_from_row(row: &Row, lease_token: Uuid) -> Claimed {
+    Claimed {
+        id: row.get("id"),
+        lease_token,
+        endpoint_id: row.get("endpoint_id"),
+        attempt_number: row.get("attempt_number"),
+        event_id: row.get("event_id"),
+        event_type: row.get("event_type"),
+        occurred_at: row.get("occurred_at"),
+        payload: row.get("payload"),
+        previous: row.get("previous"),
+        actor: row.get("actor"),
+        url: row.get("url"),
+        secrets: row.get("secrets"),
+        headers: row.get("headers"),
     }
 }
 

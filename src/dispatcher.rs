@@ -2,7 +2,10 @@
 //! to the endpoints that match it (event type pattern, tenant, payload filter)
 //! and marks the batch dispatched, all in one statement.
 //!
-//! The dispatcher and the deliverer meet only in the database.
+//! Given this relay's deliverer ([`Dispatcher::lease_to`]), the same
+//! statement leases the new deliveries that the deliverer has room for and
+//! returns their requests, which go straight to it: a first attempt needs no
+//! claim. Everything else waits in the database for any relay to claim.
 
 use std::{
     sync::Arc,
@@ -13,10 +16,12 @@ use deadpool_postgres::Pool;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info};
+use uuid::Uuid;
 
 use crate::{
     backoff::{backoff, sleep_or_cancel},
     db::{sql, QueryError},
+    deliverer::{self, Deliverer},
     metrics::Metrics,
 };
 
@@ -63,7 +68,9 @@ impl Pace {
         self.busy
     }
 
-    pub fn after_pass(&mut self, events: i64, batch_size: i64, now: Instant) -> Next {
+    /// `limit`: the most events the pass could take; a pass that took that
+    /// many left more behind.
+    pub fn after_pass(&mut self, events: i64, limit: i64, now: Instant) -> Next {
         if now.duration_since(self.window_start) >= Duration::from_secs(1) {
             // Hysteresis: a busy relay goes back to NOTIFY once a whole second
             // ran at less than three quarters of the busy rate.
@@ -77,12 +84,12 @@ impl Pace {
         if events > 0 {
             self.last_event = now;
         }
-        if events >= batch_size || self.window_events >= BUSY_RATE {
+        if events >= limit || self.window_events >= BUSY_RATE {
             self.busy = true;
         } else if self.busy && now.duration_since(self.last_event) >= IDLE_AFTER {
             self.busy = false;
         }
-        match (events >= batch_size, self.busy) {
+        match (events >= limit, self.busy) {
             (true, _) => Next::Again,
             (false, true) => Next::Poll(BUSY_POLL),
             (false, false) => Next::Wait,
@@ -104,33 +111,102 @@ pub struct DispatcherConfig {
 pub struct Dispatched {
     pub events: i64,
     pub deliveries: i64,
+    /// Deliveries left for a claim (the rest went to this relay's deliverer).
+    pub unleased: i64,
+    /// The most events this pass could take: a pass that took this many
+    /// leaves more behind.
+    pub limit: i64,
 }
 
 pub struct Dispatcher {
     pool: Pool,
     config: DispatcherConfig,
     metrics: Arc<Metrics>,
+    deliverer: Option<Arc<Deliverer>>,
 }
 
 impl Dispatcher {
     pub fn new(pool: Pool, config: DispatcherConfig, metrics: Arc<Metrics>) -> Self {
-        Self { pool, config, metrics }
+        Self { pool, config, metrics, deliverer: None }
     }
 
-    /// Dispatches one batch of at most `batch_size` events.
+    /// Leases first attempts to `deliverer` while it has room, and hands
+    /// them over.
+    pub fn lease_to(mut self, deliverer: Arc<Deliverer>) -> Self {
+        self.deliverer = Some(deliverer);
+        self
+    }
+
+    /// The deliverer that new deliveries are leased to, unless first
+    /// attempts wait (`first_delay`).
+    fn leasing(&self) -> Option<&Arc<Deliverer>> {
+        self.deliverer.as_ref().filter(|_| self.config.first_delay.is_zero())
+    }
+
+    /// Room worth a pass while the deliverer is busy: a quarter of a batch
+    /// (or of its request slots), so that a busy relay dispatches in batches
+    /// rather than an event per finished request.
+    fn least_room(&self) -> usize {
+        let slots = self.deliverer.as_ref().map_or(usize::MAX, |d| d.concurrency());
+        (self.config.batch_size as usize).min(slots).div_ceil(4).max(1)
+    }
+
+    /// Dispatches one batch of at most `batch_size` events; while leasing,
+    /// only as many as the deliverer has room for, but at least
+    /// [`Self::least_room`], so that events no endpoint wants move on too.
     pub async fn run_once(&self) -> Result<Dispatched> {
+        let batch_size = self.config.batch_size as usize;
+        let room = match self.leasing() {
+            Some(deliverer) => Some(deliverer.room(batch_size).await),
+            None => None,
+        };
+        let limit = room.as_ref().map_or(batch_size, |r| r.size().max(self.least_room()).min(batch_size));
+        let (lease, lease_token) = self.deliverer.as_ref().map_or((0.0, Uuid::nil()), |d| d.new_lease());
+        let (busy, free, endpoint_cap, size) = room
+            .as_ref()
+            .map_or((Vec::new(), Vec::new(), 0, 0), |r| (r.busy.clone(), r.free.clone(), r.endpoint_cap, r.size()));
+
         let client = self.pool.get().await?;
         let statement = client.prepare_cached(sql::OUTBOX_DISPATCH_BATCH).await?;
-        let row = client
-            .query_one(
+        let rows = client
+            .query(
                 &statement,
-                &[&i64::from(self.config.batch_size), &self.config.first_delay.as_secs_f64()],
+                &[
+                    &(limit as i64),
+                    &self.config.first_delay.as_secs_f64(),
+                    &lease,
+                    &lease_token,
+                    &busy,
+                    &free,
+                    &endpoint_cap,
+                    &(size as i32),
+                ],
             )
             .await?;
-        let dispatched = Dispatched { events: row.get("events"), deliveries: row.get("deliveries") };
+        drop(client);
+        let counts = rows.first().expect("the dispatch statement returns its counts");
+        let dispatched = Dispatched {
+            events: counts.get("events"),
+            deliveries: counts.get("deliveries"),
+            unleased: counts.get("unleased"),
+            limit: limit as i64,
+        };
+        if let (Some(deliverer), Some(room)) = (&self.deliverer, room) {
+            let leased = rows
+                .iter()
+                .filter(|row| row.get::<_, Option<Uuid>>("id").is_some())
+                .map(|row| deliverer::claimed_from_row(row, lease_token))
+                .collect();
+            deliverer.hand_over(deliverer.lease(room, leased));
+        }
         self.metrics.dispatched(dispatched.events, dispatched.deliveries);
         if dispatched.events > 0 {
-            debug!(events = dispatched.events, deliveries = dispatched.deliveries, "dispatched");
+            debug!(
+                events = dispatched.events,
+                deliveries = dispatched.deliveries,
+                unleased = dispatched.unleased,
+                "dispatched"
+            );
         }
         Ok(dispatched)
     }
@@ -140,22 +216,32 @@ impl Dispatcher {
     /// busy mark set, so apps' inserts skip NOTIFY; otherwise wait for `wake`
     /// or the poll interval.
     ///
-    /// After a pass that made deliveries it rings `deliveries_made`, this
-    /// relay's deliverer bell: the deliveries themselves travel through the
-    /// database as always, but the local deliverer need not wait for the
+    /// After a pass that left deliveries to be claimed it rings
+    /// `deliveries_made`, this relay's deliverer bell: they travel through
+    /// the database as always, but the local deliverer need not wait for the
     /// NOTIFY round trip (or, in poll-only mode, for its next poll).
     pub async fn run(self, wake: Arc<Notify>, deliveries_made: Arc<Notify>, shutdown: CancellationToken) {
         let mut pace = Pace::new(Instant::now());
         let mut marked_at: Option<Instant> = None;
         let mut failures = 0u32;
         while !shutdown.is_cancelled() {
-            let events = match self.run_once().await {
+            if let Some(deliverer) = self.leasing() {
+                // Events wait in the outbox, not as unleased deliveries,
+                // while this relay has no room to send them; after a poll
+                // interval they are dispatched anyway, for other relays.
+                tokio::select! {
+                    _ = deliverer.wait_for_room(self.least_room()) => {}
+                    _ = tokio::time::sleep(self.config.poll_interval) => {}
+                    _ = shutdown.cancelled() => break,
+                }
+            }
+            let (events, limit) = match self.run_once().await {
                 Ok(dispatched) => {
                     failures = 0;
-                    if dispatched.deliveries > 0 {
+                    if dispatched.unleased > 0 {
                         deliveries_made.notify_one();
                     }
-                    dispatched.events
+                    (dispatched.events, dispatched.limit)
                 }
                 Err(err) => {
                     failures += 1;
@@ -164,7 +250,7 @@ impl Dispatcher {
                     continue;
                 }
             };
-            let next = pace.after_pass(events, i64::from(self.config.batch_size), Instant::now());
+            let next = pace.after_pass(events, limit, Instant::now());
             if pace.busy() {
                 if marked_at.is_none_or(|at| at.elapsed() >= BUSY_MARK_REFRESH) {
                     self.mark(true).await;

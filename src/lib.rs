@@ -164,14 +164,14 @@ impl Relay {
             let wakeup = Wakeup::default();
             let listener = (settings.relay.wakeup == WakeupMode::Notify)
                 .then(|| tokio::spawn(wakeup.clone().listen(url, shutdown.clone())));
-            let dispatcher =
-                Dispatcher::new(pool.clone(), settings.dispatcher_config(), Arc::clone(&metrics));
             let deliverer = Arc::new(Deliverer::new(
                 pool.clone(),
                 sender,
                 settings.deliverer_config(),
                 Arc::clone(&metrics),
             ));
+            let dispatcher = Dispatcher::new(pool.clone(), settings.dispatcher_config(), Arc::clone(&metrics))
+                .lease_to(Arc::clone(&deliverer));
             info!(wakeup = ?settings.relay.wakeup, concurrency = settings.relay.concurrency, "relay started");
 
             let dispatching = tokio::spawn(dispatcher.run(

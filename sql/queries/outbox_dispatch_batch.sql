@@ -1,9 +1,23 @@
 -- Claims up to $1 undispatched outbox rows, creates one pending delivery per
--- matching enabled endpoint (due after $2 seconds), marks the rows dispatched
--- and wakes the deliverers when it created any. One statement, one short
--- transaction. Index: outbox_undispatched_idx.
-with batch as (
-    select o.id, o.event_id, o.event_type, o.payload, o.tenant
+-- matching enabled endpoint (due after $2 seconds) and marks the rows
+-- dispatched. One statement, one short transaction. Index:
+-- outbox_undispatched_idx.
+--
+-- Deliveries that this relay has room to send right away are created already
+-- leased to it (lease of $3 seconds, claim token $4), and their requests come
+-- back from this statement: a first attempt then costs no claim. The room is
+-- $8 request slots in all, at most the free slots per endpoint ($5 endpoint
+-- ids with $6 free slots; $7 for any other endpoint), as in a claim. The
+-- rest are left unleased for any relay to claim; only then are the
+-- deliverers woken.
+--
+-- Returns one row of counts, with the columns of one leased delivery's
+-- request; one more row per further leased delivery.
+with busy as (
+    select * from unnest($5::uuid[], $6::int[]) as b(endpoint_id, free)
+),
+batch as (
+    select o.id, o.event_id, o.event_type, o.payload, o.tenant, o.occurred_at, o.previous, o.actor
     from postbox.outbox o
     where o.dispatched_at is null
     order by o.id
@@ -17,23 +31,64 @@ marked as (
     where o.id = batch.id
     returning 1
 ),
-created as (
-    insert into postbox.deliveries (event_id, endpoint_id, next_attempt_at)
-    select batch.event_id, e.id, now() + make_interval(secs => $2::float8)
+matched as (
+    select batch.id as outbox_id, batch.event_id, e.id as endpoint_id,
+           row_number() over (partition by e.id order by batch.id) as endpoint_rank
     from batch
     join postbox.endpoints e
       on e.enabled
      and (e.tenant is null or e.tenant = batch.tenant)
      and (e.filter is null or batch.payload @> e.filter)
      and postbox.event_type_matches(e.event_types, batch.event_type)
+),
+-- Within this endpoint's free slots, then within the room in all, in outbox
+-- order. Nothing is leased while first attempts wait ($2 > 0).
+fitting as (
+    select m.*, $2::float8 = 0 and m.endpoint_rank <= coalesce(b.free, $7::int) as fits
+    from matched m
+    left join busy b on b.endpoint_id = m.endpoint_id
+),
+chosen as (
+    select f.*,
+           f.fits and sum(f.fits::int) over (order by f.outbox_id, f.endpoint_id) <= $8::int as leased
+    from fitting f
+),
+created as (
+    insert into postbox.deliveries (event_id, endpoint_id, next_attempt_at, lease_token, leased_until)
+    select c.event_id, c.endpoint_id, now() + make_interval(secs => $2::float8),
+           case when c.leased then $4::uuid end,
+           case when c.leased then now() + make_interval(secs => $3::float8) end
+    from chosen c
     on conflict on constraint deliveries_event_endpoint_key do nothing
-    returning 1
+    returning id, event_id, endpoint_id, lease_token is not null as leased
 ),
 counts as (
-    select (select count(*) from marked) as events, (select count(*) from created) as deliveries
+    select (select count(*) from marked) as events,
+           (select count(*) from created) as deliveries,
+           (select count(*) from created where not leased) as unleased
+),
+woken as (
+    select counts.*,
+           case when counts.unleased > 0
+                then (select true from pg_notify('postbox', 'deliveries'))
+           end as woke
+    from counts
 )
-select counts.events, counts.deliveries,
-       case when counts.deliveries > 0
-            then (select true from pg_notify('postbox', 'deliveries'))
-       end as woke
-from counts
+select w.events, w.deliveries, w.unleased,
+       c.id,
+       c.endpoint_id,
+       1 as attempt_number,
+       b.event_id,
+       b.event_type,
+       postbox.rfc3339(b.occurred_at) as occurred_at,
+       b.payload::text as payload,
+       b.previous::text as previous,
+       b.actor::text as actor,
+       e.url,
+       array_remove(array[e.secret, case when e.previous_secret_expires_at > now()
+                                         then e.previous_secret end], null) as secrets,
+       e.headers
+from woken w
+left join created c on c.leased
+left join batch b on b.event_id = c.event_id
+left join postbox.endpoints e on e.id = c.endpoint_id

@@ -156,3 +156,62 @@ async fn concurrent_dispatchers_share_the_outbox_without_double_deliveries() {
         2000
     );
 }
+
+/// A dispatcher wired to the test app's deliverer, as `postbox run` wires them.
+fn leasing_dispatcher(app: &TestApp) -> postbox::dispatcher::Dispatcher {
+    postbox::dispatcher::Dispatcher::new(app.pool.clone(), app.settings.dispatcher_config(), Default::default())
+        .lease_to(std::sync::Arc::clone(&app.deliverer))
+}
+
+#[tokio::test]
+async fn a_pass_leases_what_its_relay_has_room_for_and_leaves_the_rest_to_claims() {
+    // Three request slots in all, two per endpoint.
+    let app = TestApp::with_settings(&[
+        ("POSTBOX_RELAY__CONCURRENCY", "3"),
+        ("POSTBOX_DELIVERY__ENDPOINT_CONCURRENCY", "2"),
+    ])
+    .await;
+    app.register("order.created").await;
+    let first = app.subscribe("http://127.0.0.1:9/first", &["order.created"]).await;
+    let second = app.subscribe("http://127.0.0.1:9/second", &["order.created"]).await;
+    for n in 0..3 {
+        app.emit("order.created", json!({ "n": n })).await;
+    }
+
+    let dispatched = leasing_dispatcher(&app).run_once().await.unwrap();
+    assert_eq!((dispatched.events, dispatched.deliveries, dispatched.unleased), (3, 6, 3));
+    for endpoint in [first, second] {
+        let leased = app
+            .count(&format!(
+                "select count(*) from postbox.deliveries
+                 where endpoint_id = '{endpoint}' and lease_token is not null and leased_until > now()"
+            ))
+            .await;
+        assert!(leased <= 2, "endpoint {endpoint} got {leased} leased deliveries, over its cap of 2");
+    }
+    assert_eq!(app.count("select count(*) from postbox.deliveries where lease_token is not null").await, 3);
+    assert_eq!(
+        app.count(
+            "select count(*) from postbox.deliveries d join postbox.outbox o using (event_id)
+             where d.lease_token is not null and o.payload->>'n' = '2'"
+        )
+        .await,
+        0,
+        "room goes to the oldest events first"
+    );
+    // The handed-over deliveries hold all three slots until they are sent,
+    // so a claim finds no room for the other three.
+    assert!(app.deliverer.claim(10).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn nothing_is_leased_while_first_attempts_wait() {
+    let app = TestApp::with_settings(&[("POSTBOX_DELIVERY__RETRY_SCHEDULE", "1s,5s")]).await;
+    app.register("order.created").await;
+    app.subscribe("http://127.0.0.1:9/hook", &["order.created"]).await;
+    app.emit("order.created", json!({})).await;
+
+    let dispatched = leasing_dispatcher(&app).run_once().await.unwrap();
+    assert_eq!((dispatched.deliveries, dispatched.unleased), (1, 1));
+    assert_eq!(app.count("select count(*) from postbox.deliveries where lease_token is null").await, 1);
+}
