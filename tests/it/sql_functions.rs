@@ -267,6 +267,33 @@ async fn unsubscribe_removes_the_endpoint_and_complains_about_unknown_ones() {
 }
 
 #[tokio::test]
+async fn unsubscribing_deletes_the_endpoints_deliveries_and_attempts_and_nothing_else() {
+    let app = TestApp::new().await;
+    app.register("order.created").await;
+    // Nothing listens on port 9: every attempt fails and is recorded.
+    let leaving = app.subscribe("http://127.0.0.1:9/leaving", &["*"]).await;
+    let staying = app.subscribe("http://127.0.0.1:9/staying", &["*"]).await;
+    app.emit("order.created", serde_json::json!({})).await;
+    app.dispatch().await;
+    assert_eq!(app.deliver().await, 2);
+    assert_eq!(app.count("select count(*) from postbox.attempts").await, 2);
+
+    app.sql.execute("select postbox.unsubscribe($1)", &[&leaving]).await.unwrap();
+    let left = |table: &str| format!("select count(*) from postbox.{table}");
+    assert_eq!(app.count(&left("deliveries")).await, 1);
+    assert_eq!(app.count(&left("attempts")).await, 1);
+    assert_eq!(
+        app.count(&format!(
+            "select count(*) from postbox.attempts a join postbox.deliveries d on d.id = a.delivery_id
+             where d.endpoint_id = '{staying}'"
+        ))
+        .await,
+        1
+    );
+    assert_eq!(app.count(&left("outbox")).await, 1, "the event stays for other endpoints");
+}
+
+#[tokio::test]
 async fn a_rolled_back_transaction_leaves_no_event() {
     let mut app = TestApp::new().await;
     app.register("order.created").await;
