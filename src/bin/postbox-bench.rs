@@ -7,7 +7,8 @@
 //! attempts, settle) as the ceiling; (2) app commit rates into a plain table,
 //! into postbox.outbox with a relay idle (NOTIFY) and busy (no NOTIFY);
 //! (3) a backlog drained through `postbox run` to a local receiver; (4) writers
-//! and the relay together; (5) commit-to-receipt latency at a steady rate;
+//! and the relay together, flat out and at a steady offered rate;
+//! (5) commit-to-receipt latency at a steady rate;
 //! (6) the relay's peak memory while it works through the backlog.
 
 use std::{
@@ -29,6 +30,8 @@ use tokio_postgres::Client;
 
 /// What an app does: one outbox row per transaction.
 const OUTBOX_INSERT: &str = "insert into postbox.outbox (event_type, payload) values ('bench.event', '{}')";
+/// The same row into a table with the outbox's columns and indexes, without postbox.
+const PLAIN_INSERT: &str = "insert into public.bench_plain (event_type, payload) values ('bench.event', '{}')";
 
 #[derive(Debug, Parser)]
 #[command(about = "Benchmark postbox against this machine's limits")]
@@ -49,6 +52,9 @@ struct Args {
     /// App writers in the commit-rate and sustained phases
     #[arg(long, default_value_t = 8)]
     writers: usize,
+    /// Commits per second that the writers offer in the paced sustained phase
+    #[arg(long, default_value_t = 5_000)]
+    paced_rate: u64,
     /// Events per second in the latency phase
     #[arg(long, default_value_t = 500)]
     rate: u64,
@@ -72,7 +78,7 @@ enum Phase {
     Commits,
     /// (3) and (6): backlog drain and the relay's memory
     Drain,
-    /// (4) writers and relay together
+    /// (4) writers and relay together, flat out and at --paced-rate
     Sustained,
     /// (5) commit-to-receipt latency
     Latency,
@@ -82,6 +88,12 @@ impl Args {
     fn runs(&self, phase: Phase) -> bool {
         self.only.is_empty() || self.only.contains(&phase)
     }
+}
+
+/// What paced writers achieved.
+struct Paced {
+    rate: f64,
+    p99: f64,
 }
 
 /// What the receiver saw: a count, and arrival times by webhook-id.
@@ -199,11 +211,7 @@ impl Bench {
         if args.runs(Phase::Commits) {
             eprintln!("(2) app commit rates ...");
             let rate = self
-                .commit_rate(
-                    args,
-                    "insert into public.bench_plain (event_type, payload) values ('bench.event', '{}')",
-                )
-                .await?;
+                .commit_rate(args, PLAIN_INSERT).await?;
             report.add("commits_plain_per_s", "(2a) app commits, plain table", rate, "commits/s", None);
             plain = Some(rate);
             self.sql("update postbox.wakeup set busy_until = '-infinity', notify = true").await?;
@@ -259,23 +267,49 @@ impl Bench {
             eprintln!("(4) sustained load with {} writers ...", args.writers);
             let before = self.received.count.load(Ordering::Relaxed);
             let sustained_commits = self.commit_rate(args, OUTBOX_INSERT).await?;
-            let written = (sustained_commits * args.seconds as f64) as u64;
-            let deadline = Instant::now();
-            self.wait_received(before + written, None, Duration::from_secs(600)).await?;
-            let delivered = written as f64 / (args.seconds as f64 + deadline.elapsed().as_secs_f64());
+            let delivered = self.delivered_rate(before, sustained_commits, args.seconds).await?;
             report.add(
                 "sustained_delivered_per_s",
-                "(4) sustained: delivered while apps write",
+                "(4a) flat out: delivered while apps write",
                 delivered,
                 "events/s",
                 None,
             );
             report.add(
                 "sustained_app_commits_per_s",
-                "(4) sustained: app commits meanwhile",
+                "(4a) flat out: app commits meanwhile",
                 sustained_commits,
                 "commits/s",
                 ratio(sustained_commits, plain, "2a"),
+            );
+
+            eprintln!("(4b) apps offering {} commits/s ...", args.paced_rate);
+            let without = self.paced_commits(args, PLAIN_INSERT).await?;
+            report.add(
+                "paced_plain_commits_per_s",
+                "(4b) paced: app commits, plain table",
+                without.rate,
+                "commits/s",
+                None,
+            );
+            report.add("paced_plain_commit_p99_ms", "(4b) paced: plain commit p99", without.p99, "ms", None);
+            let before = self.received.count.load(Ordering::Relaxed);
+            let with = self.paced_commits(args, OUTBOX_INSERT).await?;
+            let delivered = self.delivered_rate(before, with.rate, args.seconds).await?;
+            report.add(
+                "paced_app_commits_per_s",
+                "(4b) paced: app commits, outbox and relay",
+                with.rate,
+                "commits/s",
+                Some((with.rate / without.rate, "4b plain")),
+            );
+            report.add("paced_app_commit_p99_ms", "(4b) paced: outbox commit p99", with.p99, "ms", None);
+            report.add(
+                "paced_delivered_per_s",
+                "(4b) paced: delivered meanwhile",
+                delivered,
+                "events/s",
+                Some((delivered / with.rate, "commits")),
             );
         }
 
@@ -373,6 +407,47 @@ impl Bench {
             total += writer.await??;
         }
         Ok(total as f64 / args.seconds as f64)
+    }
+
+    /// Deliveries/s for `commit_rate` events/s written over `seconds` after
+    /// `before` had arrived: the time runs until the last one arrives.
+    async fn delivered_rate(&self, before: u64, commit_rate: f64, seconds: u64) -> anyhow::Result<f64> {
+        let written = (commit_rate * seconds as f64) as u64;
+        let end_of_writes = Instant::now();
+        self.wait_received(before + written, None, Duration::from_secs(600)).await?;
+        Ok(written as f64 / (seconds as f64 + end_of_writes.elapsed().as_secs_f64()))
+    }
+
+    /// `writers` connections together offering `--paced-rate` commits/s of
+    /// `statement` for `--seconds`: the rate they achieve (a writer that
+    /// falls behind catches up, as an app's queue of requests would, so only
+    /// a database that cannot keep up costs rate) and the commit latency p99.
+    async fn paced_commits(&self, args: &Args, statement: &'static str) -> anyhow::Result<Paced> {
+        let writers = args.writers.max(1);
+        let period = Duration::from_secs_f64(writers as f64 / args.paced_rate.max(1) as f64);
+        let until = Instant::now() + Duration::from_secs(args.seconds);
+        let mut tasks = Vec::new();
+        for _ in 0..writers {
+            let client = db::connect(&self.url).await?;
+            tasks.push(tokio::spawn(async move {
+                let prepared = client.prepare(statement).await?;
+                let mut tick = tokio::time::interval(period);
+                let mut latencies = Vec::new();
+                while Instant::now() < until {
+                    tick.tick().await;
+                    let started = Instant::now();
+                    client.execute(&prepared, &[]).await?;
+                    latencies.push(started.elapsed().as_secs_f64() * 1000.0);
+                }
+                Ok::<_, tokio_postgres::Error>(latencies)
+            }));
+        }
+        let mut latencies = Vec::new();
+        for task in tasks {
+            latencies.extend(task.await??);
+        }
+        latencies.sort_by(f64::total_cmp);
+        Ok(Paced { rate: latencies.len() as f64 / args.seconds as f64, p99: quantile(&latencies, 0.99) })
     }
 
     async fn insert_backlog(&self, events: u64) -> anyhow::Result<()> {

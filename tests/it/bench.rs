@@ -8,7 +8,7 @@ use crate::support::db::server_url;
 fn the_benchmark_runs_end_to_end_and_prints_every_figure() {
     let output = Command::new(env!("CARGO_BIN_EXE_postbox-bench"))
         .args(["--server", &server_url(), "--events", "300", "--seconds", "1", "--writers", "2"])
-        .args(["--rate", "200", "--latency-events", "50"])
+        .args(["--rate", "200", "--latency-events", "50", "--paced-rate", "200"])
         .output()
         .expect("run postbox-bench");
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -24,10 +24,27 @@ fn the_benchmark_runs_end_to_end_and_prints_every_figure() {
         "drain_events_per_s_ratio",
         "sustained_delivered_per_s",
         "sustained_app_commits_per_s_ratio",
+        "paced_app_commits_per_s_ratio",
+        "paced_app_commit_p99_ms",
+        "paced_delivered_per_s",
         "latency_p50_ms",
         "latency_p99_ms",
         "relay_peak_rss_mib",
     ] {
         assert!(json[key].as_f64().is_some_and(|v| v > 0.0), "{key} missing or zero in {json}");
     }
+}
+
+#[test]
+fn the_benchmark_runs_only_the_phases_asked_for() {
+    let output = Command::new(env!("CARGO_BIN_EXE_postbox-bench"))
+        .args(["--server", &server_url(), "--events", "200", "--only", "drain"])
+        .output()
+        .expect("run postbox-bench");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}{}", String::from_utf8_lossy(&output.stderr));
+    let json: serde_json::Value =
+        serde_json::from_str(stdout.lines().last().expect("a JSON line")).expect("the last line is JSON");
+    let keys: Vec<&str> = json.as_object().expect("an object").keys().map(String::as_str).collect();
+    assert_eq!(keys, ["drain_events_per_s", "relay_peak_rss_mib"], "no ceiling ran, so no ratio either");
 }
