@@ -155,12 +155,20 @@ impl Dispatcher {
     /// only as many as the deliverer has room for, but at least
     /// [`Self::least_room`], so that events no endpoint wants move on too.
     pub async fn run_once(&self) -> Result<Dispatched> {
+        self.pass(false).await
+    }
+
+    /// One pass; `full`: a whole batch whatever the room.
+    async fn pass(&self, full: bool) -> Result<Dispatched> {
         let batch_size = self.config.batch_size as usize;
         let room = match self.leasing() {
             Some(deliverer) => Some(deliverer.room(batch_size).await),
             None => None,
         };
-        let limit = room.as_ref().map_or(batch_size, |r| r.size().max(self.least_room()).min(batch_size));
+        let limit = match &room {
+            Some(room) if !full => room.size().max(self.least_room()).min(batch_size),
+            _ => batch_size,
+        };
         let (lease, lease_token) = self.deliverer.as_ref().map_or((0.0, Uuid::nil()), |d| d.new_lease());
         let (busy, free, endpoint_cap, size) = room
             .as_ref()
@@ -225,17 +233,19 @@ impl Dispatcher {
         let mut marked_at: Option<Instant> = None;
         let mut failures = 0u32;
         while !shutdown.is_cancelled() {
+            let mut full = false;
             if let Some(deliverer) = self.leasing() {
                 // Events wait in the outbox, not as unleased deliveries,
-                // while this relay has no room to send them; after a poll
-                // interval they are dispatched anyway, for other relays.
+                // while this relay has no room to send them. After a poll
+                // interval a whole batch goes anyway: for other relays, and
+                // for events that no endpoint wants.
                 tokio::select! {
                     _ = deliverer.wait_for_room(self.least_room()) => {}
-                    _ = tokio::time::sleep(self.config.poll_interval) => {}
+                    _ = tokio::time::sleep(self.config.poll_interval) => full = true,
                     _ = shutdown.cancelled() => break,
                 }
             }
-            let (events, limit) = match self.run_once().await {
+            let (events, limit) = match self.pass(full).await {
                 Ok(dispatched) => {
                     failures = 0;
                     if dispatched.unleased > 0 {

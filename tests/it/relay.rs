@@ -5,7 +5,9 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use crate::support::{app::test_settings, Receiver, Reply, TestApp, TestDb};
+use crate::support::{
+    app::test_settings, receiver::hanging_server, relay::InProcessRelay, Receiver, Reply, TestApp, TestDb,
+};
 
 #[tokio::test]
 async fn a_committed_event_wakes_the_relay_through_notify_and_arrives() {
@@ -141,4 +143,47 @@ async fn the_relays_own_writes_skip_the_wal_wait_unless_configured_and_admin_wri
     let client = postbox::db::pool_without_commit_wait(&with_options, 2).unwrap().get().await.unwrap();
     let timeout: String = client.query_one("show statement_timeout", &[]).await.unwrap().get(0);
     assert_eq!(timeout, "5s");
+}
+
+#[tokio::test]
+async fn a_relay_with_every_request_slot_taken_still_dispatches_each_poll_interval() {
+    // One request slot, held by a receiver that never answers.
+    let app = TestApp::new().await;
+    app.register("slow.event").await;
+    app.register("other.event").await;
+    app.subscribe(&hanging_server().await, &["slow.event"]).await;
+    let relay = InProcessRelay::start(test_settings(
+        &app.db.url,
+        &[
+            ("POSTBOX_RELAY__CONCURRENCY", "1"),
+            ("POSTBOX_RELAY__POLL_INTERVAL", "300ms"),
+            ("POSTBOX_RELAY__SHUTDOWN_GRACE", "1s"),
+            ("POSTBOX_DELIVERY__TIMEOUT", "60s"),
+            ("POSTBOX_RELAY__LEASE", "120s"),
+        ],
+    ))
+    .await;
+    app.emit("slow.event", json!({})).await;
+    app.wait_for_count(
+        "select count(*) from postbox.deliveries where leased_until > now()",
+        1,
+        Duration::from_secs(10),
+    )
+    .await;
+
+    // Events nobody subscribes to wait for no slot: they are dispatched in
+    // one batch after a poll interval, not one per interval.
+    for n in 0..20 {
+        app.emit("other.event", json!({ "n": n })).await;
+    }
+    let started = Instant::now();
+    app.wait_for_count(
+        "select count(*) from postbox.outbox where event_type = 'other.event' and dispatched_at is not null",
+        20,
+        Duration::from_secs(10),
+    )
+    .await;
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(3), "20 events took {took:?} to be dispatched");
+    relay.stop().await;
 }
