@@ -3,11 +3,11 @@
 //!
 //! Deliveries reach the requests two ways, both leased in the database: this
 //! relay's claims, and its dispatcher, which leases the first attempts it
-//! creates while there is [`Room`] and hands them over in memory. Either way a
+//! creates while there is room ([`crate::capacity`]) and hands them over in
+//! memory. Either way a
 //! relay that dies leaves nothing but leases that run out.
 
 use std::{
-    collections::HashMap,
     sync::{Arc, Mutex},
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
@@ -15,7 +15,7 @@ use std::{
 use deadpool_postgres::Pool;
 use serde_json::{Map, Value};
 use tokio::{
-    sync::{mpsc, Mutex as AsyncMutex, Notify, OwnedMutexGuard, OwnedSemaphorePermit, Semaphore},
+    sync::{mpsc, Notify},
     task::JoinSet,
 };
 use tokio_postgres::Row;
@@ -25,6 +25,7 @@ use uuid::Uuid;
 
 use crate::{
     backoff::{backoff, sleep_or_cancel},
+    capacity::{Capacity, Leased, Room},
     db::{sql, QueryError},
     metrics::Metrics,
     retry::{self, Decision, RetryPolicy},
@@ -69,61 +70,11 @@ pub struct Deliverer {
     pool: Pool,
     sender: Sender,
     config: DelivererConfig,
-    /// Claimed but unrecorded deliveries and their claim tokens. Whatever is left here at shutdown is
-    /// handed back at once instead of waiting out its lease.
-    in_flight: Mutex<HashMap<Uuid, Uuid>>,
-    /// Requests in flight per endpoint, for the per-endpoint cap.
-    endpoint_load: Mutex<HashMap<Uuid, usize>>,
     metrics: Arc<Metrics>,
-    /// One permit per request slot: `concurrency` in all.
-    slots: Arc<Semaphore>,
-    /// Held by whoever leases deliveries to this relay, from reading the free
-    /// slots until the leased deliveries take theirs, so that two leases at
-    /// once cannot both fill the same free slots. True once the relay stops
-    /// taking new work.
-    lease_turn: Arc<AsyncMutex<bool>>,
+    capacity: Capacity,
     /// Deliveries leased by the dispatcher, on their way to the request loop.
     handed_over: mpsc::UnboundedSender<Leased>,
     hand_over_inbox: Mutex<Option<mpsc::UnboundedReceiver<Leased>>>,
-}
-
-/// This relay's room for new requests, held while one statement leases
-/// deliveries into it: its free request slots, and the free slots per endpoint.
-pub struct Room {
-    _turn: OwnedMutexGuard<bool>,
-    permits: Vec<OwnedSemaphorePermit>,
-    /// Endpoints with requests in flight from this relay ...
-    pub busy: Vec<Uuid>,
-    /// ... and their free slots.
-    pub free: Vec<i32>,
-    /// Free slots of every other endpoint.
-    pub endpoint_cap: i32,
-}
-
-impl Room {
-    /// Request slots in all.
-    pub fn size(&self) -> usize {
-        self.permits.len()
-    }
-
-    /// Whether an endpoint was at its cap: a finished request to it may let
-    /// more of its deliveries be claimed.
-    fn endpoint_full(&self) -> bool {
-        self.free.iter().any(|free| *free <= 0)
-    }
-}
-
-/// Deliveries leased to this relay, each holding its request slot.
-pub struct Leased(Vec<(Claimed, OwnedSemaphorePermit)>);
-
-impl Leased {
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
 }
 
 /// What one batch write did.
@@ -138,81 +89,25 @@ impl Deliverer {
     pub fn new(pool: Pool, sender: Sender, config: DelivererConfig, metrics: Arc<Metrics>) -> Self {
         let (handed_over, hand_over_inbox) = mpsc::unbounded_channel();
         Self {
-            slots: Arc::new(Semaphore::new(config.concurrency)),
+            capacity: Capacity::new(config.concurrency, config.endpoint_concurrency),
             pool,
             sender,
             config,
-            in_flight: Mutex::default(),
-            endpoint_load: Mutex::default(),
             metrics,
-            lease_turn: Arc::default(),
             handed_over,
             hand_over_inbox: Mutex::new(Some(hand_over_inbox)),
         }
     }
 
-    /// Request slots in all.
-    pub fn concurrency(&self) -> usize {
-        self.config.concurrency
-    }
-
-    /// Returns once `slots` request slots are free (without taking them).
-    pub async fn wait_for_room(&self, slots: usize) {
-        let slots = slots.min(self.config.concurrency).min(u32::MAX as usize) as u32;
-        let _ = self.slots.acquire_many(slots).await;
+    /// This relay's request slots, per-endpoint load and held leases.
+    pub fn capacity(&self) -> &Capacity {
+        &self.capacity
     }
 
     /// The lease duration and a fresh claim token, for a statement that
     /// leases deliveries.
     pub fn new_lease(&self) -> (f64, Uuid) {
         (self.config.lease.as_secs_f64(), Uuid::new_v4())
-    }
-
-    /// Takes the lease turn and up to `want` free request slots (none once
-    /// the relay is stopping). Waits only for the turn.
-    pub async fn room(&self, want: usize) -> Room {
-        let turn = Arc::clone(&self.lease_turn).lock_owned().await;
-        let stopping = *turn;
-        let mut permits = Vec::new();
-        while !stopping && permits.len() < want {
-            match Arc::clone(&self.slots).try_acquire_owned() {
-                Ok(permit) => permits.push(permit),
-                Err(_) => break,
-            }
-        }
-        let cap = self.config.endpoint_concurrency;
-        let load = self.endpoint_load.lock().expect("endpoint load lock is never poisoned");
-        let (busy, free) = load
-            .iter()
-            .map(|(endpoint, used)| (*endpoint, cap.saturating_sub(*used).min(i32::MAX as usize) as i32))
-            .unzip();
-        drop(load);
-        Room { _turn: turn, permits, busy, free, endpoint_cap: cap.min(i32::MAX as usize) as i32 }
-    }
-
-    /// Books deliveries that a statement leased into `room`: each takes a
-    /// request slot and counts against its endpoint's cap. The turn and the
-    /// slots left over go back.
-    pub fn lease(&self, room: Room, claimed: Vec<Claimed>) -> Leased {
-        let mut in_flight = self.in_flight.lock().expect("in-flight lock is never poisoned");
-        in_flight.extend(claimed.iter().map(|c| (c.id, c.lease_token)));
-        drop(in_flight);
-        let mut load = self.endpoint_load.lock().expect("endpoint load lock is never poisoned");
-        for delivery in &claimed {
-            *load.entry(delivery.endpoint_id).or_default() += 1;
-        }
-        drop(load);
-        let mut permits = room.permits.into_iter();
-        Leased(
-            claimed
-                .into_iter()
-                .map(|delivery| {
-                    let permit =
-                        permits.next().expect("a statement leases no more deliveries than its room holds");
-                    (delivery, permit)
-                })
-                .collect(),
-        )
     }
 
     /// Passes deliveries leased elsewhere in this relay (by its dispatcher)
@@ -227,15 +122,15 @@ impl Deliverer {
 
     /// Claims up to `limit` due deliveries in one short statement.
     pub async fn claim(&self, limit: usize) -> Result<Vec<Claimed>> {
-        let room = self.room(limit).await;
+        let room = self.capacity.room(limit).await;
         let leased = self.claim_into(room).await?;
-        Ok(leased.0.into_iter().map(|(delivery, _)| delivery).collect())
+        Ok(leased.into_iter().map(|(delivery, _)| delivery).collect())
     }
 
     /// Claims as many due deliveries as `room` holds.
     async fn claim_into(&self, room: Room) -> Result<Leased> {
         if room.size() == 0 {
-            return Ok(self.lease(room, Vec::new()));
+            return Ok(self.capacity.take(room, Vec::new()));
         }
         let client = self.pool.get().await?;
         let statement = client.prepare_cached(sql::DELIVERY_CLAIM_DUE).await?;
@@ -247,18 +142,7 @@ impl Deliverer {
             )
             .await?;
         let claimed = rows.iter().map(|row| claimed_from_row(row, lease_token)).collect();
-        Ok(self.lease(room, claimed))
-    }
-
-    /// A request to `endpoint` finished: its slot is free again.
-    fn release_slot(&self, endpoint: Uuid) {
-        let mut load = self.endpoint_load.lock().expect("endpoint load lock is never poisoned");
-        if let Some(used) = load.get_mut(&endpoint) {
-            *used -= 1;
-            if *used == 0 {
-                load.remove(&endpoint);
-            }
-        }
+        Ok(self.capacity.take(room, claimed))
     }
 
     /// Makes one attempt and decides what follows. Never fails: whatever goes
@@ -278,7 +162,7 @@ impl Deliverer {
             Err(reason) => (Value::Object(Map::new()), Err(reason)),
         };
         let duration = clock.elapsed();
-        self.release_slot(delivery.endpoint_id);
+        self.capacity.request_finished(delivery.endpoint_id);
 
         let attempt_number = delivery.attempt_number as u32;
         let record = move |decision, status, headers, body, error| AttemptRecord {
@@ -403,23 +287,13 @@ impl Deliverer {
         let claimed = self.claim(self.config.batch_size).await?;
         let records = futures_util::future::join_all(claimed.into_iter().map(|d| self.attempt(d))).await;
         self.record(&records).await?;
-        self.forget(&records);
+        self.capacity.recorded(records.iter().map(|r| r.delivery_id));
         Ok(records.len())
-    }
-
-    fn forget(&self, records: &[AttemptRecord]) {
-        let mut in_flight = self.in_flight.lock().expect("in-flight lock is never poisoned");
-        for record in records {
-            in_flight.remove(&record.delivery_id);
-        }
     }
 
     /// Hands everything claimed but unrecorded back to the queue, due now.
     async fn release_in_flight(&self) -> Result<usize> {
-        let (ids, tokens): (Vec<Uuid>, Vec<Uuid>) =
-            std::mem::take(&mut *self.in_flight.lock().expect("in-flight lock is never poisoned"))
-                .into_iter()
-                .unzip();
+        let (ids, tokens) = self.capacity.take_held();
         if ids.is_empty() {
             return Ok(0);
         }
@@ -455,9 +329,9 @@ impl Deliverer {
 
         while !shutdown.is_cancelled() {
             while requests.try_join_next().is_some() {}
-            if claim_now && self.slots.available_permits() > 0 {
+            if claim_now && self.capacity.available() > 0 {
                 claim_now = false;
-                let room = self.room(self.config.batch_size).await;
+                let room = self.capacity.room(self.config.batch_size).await;
                 let (asked, endpoint_full) = (room.size(), room.endpoint_full());
                 match self.claim_into(room).await {
                     Ok(leased) => {
@@ -488,7 +362,7 @@ impl Deliverer {
 
         // No room is given out from here on, so nothing more is handed over;
         // what was handed over but not started is released below.
-        *self.lease_turn.lock().await = true;
+        self.capacity.close().await;
         handed_over.close();
         drop(handed_over);
         info!(in_flight = requests.len(), "deliverer stopping");
@@ -520,7 +394,7 @@ impl Deliverer {
         requests: &mut JoinSet<()>,
         results: &mpsc::Sender<AttemptRecord>,
     ) {
-        for (delivery, permit) in leased.0 {
+        for (delivery, permit) in leased {
             let this = Arc::clone(self);
             let results = results.clone();
             requests.spawn(async move {
@@ -546,7 +420,7 @@ impl Deliverer {
                 }
                 tokio::time::sleep(backoff(failures)).await;
             }
-            self.forget(&batch);
+            self.capacity.recorded(batch.iter().map(|r| r.delivery_id));
             batch.clear();
         }
     }

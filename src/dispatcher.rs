@@ -147,7 +147,7 @@ impl Dispatcher {
     /// (or of its request slots), so that a busy relay dispatches in batches
     /// rather than an event per finished request.
     fn least_room(&self) -> usize {
-        let slots = self.deliverer.as_ref().map_or(usize::MAX, |d| d.concurrency());
+        let slots = self.deliverer.as_ref().map_or(usize::MAX, |d| d.capacity().concurrency());
         (self.config.batch_size as usize).min(slots).div_ceil(4).max(1)
     }
 
@@ -162,7 +162,7 @@ impl Dispatcher {
     async fn pass(&self, full: bool) -> Result<Dispatched> {
         let batch_size = self.config.batch_size as usize;
         let room = match self.leasing() {
-            Some(deliverer) => Some(deliverer.room(batch_size).await),
+            Some(deliverer) => Some(deliverer.capacity().room(batch_size).await),
             None => None,
         };
         let limit = match &room {
@@ -205,7 +205,7 @@ impl Dispatcher {
                 .filter(|row| row.get::<_, Option<Uuid>>("id").is_some())
                 .map(|row| deliverer::claimed_from_row(row, lease_token))
                 .collect();
-            deliverer.hand_over(deliverer.lease(room, leased));
+            deliverer.hand_over(deliverer.capacity().take(room, leased));
         }
         self.metrics.dispatched(dispatched.events, dispatched.deliveries);
         if dispatched.events > 0 {
@@ -240,7 +240,7 @@ impl Dispatcher {
                 // interval a whole batch goes anyway: for other relays, and
                 // for events that no endpoint wants.
                 tokio::select! {
-                    _ = deliverer.wait_for_room(self.least_room()) => {}
+                    _ = deliverer.capacity().wait_for(self.least_room()) => {}
                     _ = tokio::time::sleep(self.config.poll_interval) => full = true,
                     _ = shutdown.cancelled() => break,
                 }

@@ -8,6 +8,7 @@
 pub mod admin;
 pub mod api;
 pub mod backoff;
+pub mod capacity;
 pub mod config;
 pub mod db;
 pub mod deliverer;
