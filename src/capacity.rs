@@ -122,10 +122,8 @@ impl Capacity {
         }
         let cap = self.endpoint_concurrency;
         let load = self.endpoint_load.lock().expect("endpoint load lock is never poisoned");
-        let (busy, free) = load
-            .iter()
-            .map(|(endpoint, used)| (*endpoint, clamp_i32(cap.saturating_sub(*used))))
-            .unzip();
+        let (busy, free) =
+            load.iter().map(|(endpoint, used)| (*endpoint, clamp_i32(cap.saturating_sub(*used)))).unzip();
         drop(load);
         Room { _turn: turn, permits, busy, free, endpoint_cap: clamp_i32(cap) }
     }

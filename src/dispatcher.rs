@@ -170,9 +170,9 @@ impl Dispatcher {
             _ => batch_size,
         };
         let (lease, lease_token) = self.deliverer.as_ref().map_or((0.0, Uuid::nil()), |d| d.new_lease());
-        let (busy, free, endpoint_cap, size) = room
-            .as_ref()
-            .map_or((Vec::new(), Vec::new(), 0, 0), |r| (r.busy.clone(), r.free.clone(), r.endpoint_cap, r.size()));
+        let (busy, free, endpoint_cap, size) = room.as_ref().map_or((Vec::new(), Vec::new(), 0, 0), |r| {
+            (r.busy.clone(), r.free.clone(), r.endpoint_cap, r.size())
+        });
 
         let client = self.pool.get().await?;
         let statement = client.prepare_cached(sql::OUTBOX_DISPATCH_BATCH).await?;

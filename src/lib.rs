@@ -171,8 +171,9 @@ impl Relay {
                 settings.deliverer_config(),
                 Arc::clone(&metrics),
             ));
-            let dispatcher = Dispatcher::new(pool.clone(), settings.dispatcher_config(), Arc::clone(&metrics))
-                .lease_to(Arc::clone(&deliverer));
+            let dispatcher =
+                Dispatcher::new(pool.clone(), settings.dispatcher_config(), Arc::clone(&metrics))
+                    .lease_to(Arc::clone(&deliverer));
             info!(wakeup = ?settings.relay.wakeup, concurrency = settings.relay.concurrency, "relay started");
 
             let dispatching = tokio::spawn(dispatcher.run(

@@ -31,7 +31,8 @@ use tokio_postgres::Client;
 /// What an app does: one outbox row per transaction.
 const OUTBOX_INSERT: &str = "insert into postbox.outbox (event_type, payload) values ('bench.event', '{}')";
 /// The same row into a table with the outbox's columns and indexes, without postbox.
-const PLAIN_INSERT: &str = "insert into public.bench_plain (event_type, payload) values ('bench.event', '{}')";
+const PLAIN_INSERT: &str =
+    "insert into public.bench_plain (event_type, payload) values ('bench.event', '{}')";
 
 #[derive(Debug, Parser)]
 #[command(about = "Benchmark postbox against this machine's limits")]
@@ -210,8 +211,7 @@ impl Bench {
         let mut plain = None;
         if args.runs(Phase::Commits) {
             eprintln!("(2) app commit rates ...");
-            let rate = self
-                .commit_rate(args, PLAIN_INSERT).await?;
+            let rate = self.commit_rate(args, PLAIN_INSERT).await?;
             report.add("commits_plain_per_s", "(2a) app commits, plain table", rate, "commits/s", None);
             plain = Some(rate);
             self.sql("update postbox.wakeup set busy_until = '-infinity', notify = true").await?;
@@ -245,7 +245,8 @@ impl Bench {
         let mut relay = self.start_relay()?;
         if args.runs(Phase::Drain) {
             let started = Instant::now();
-            let peak_rss = self.wait_received(args.events, Some(relay.id()), Duration::from_secs(600)).await?;
+            let peak_rss =
+                self.wait_received(args.events, Some(relay.id()), Duration::from_secs(600)).await?;
             let drain = args.events as f64 / started.elapsed().as_secs_f64();
             report.add(
                 "drain_events_per_s",

@@ -4,17 +4,34 @@ use std::process::Command;
 
 use crate::support::db::server_url;
 
-#[test]
-fn the_benchmark_runs_end_to_end_and_prints_every_figure() {
+/// Runs the benchmark on the test server with `args`; returns its JSON line.
+fn bench(args: &[&str]) -> serde_json::Value {
     let output = Command::new(env!("CARGO_BIN_EXE_postbox-bench"))
-        .args(["--server", &server_url(), "--events", "300", "--seconds", "1", "--writers", "2"])
-        .args(["--rate", "200", "--latency-events", "50", "--paced-rate", "200"])
+        .args(["--server", &server_url()])
+        .args(args)
         .output()
         .expect("run postbox-bench");
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{stdout}{}", String::from_utf8_lossy(&output.stderr));
-    let json: serde_json::Value =
-        serde_json::from_str(stdout.lines().last().expect("a JSON line")).expect("the last line is JSON");
+    serde_json::from_str(stdout.lines().last().expect("a JSON line")).expect("the last line is JSON")
+}
+
+#[test]
+fn the_benchmark_runs_end_to_end_and_prints_every_figure() {
+    let json = bench(&[
+        "--events",
+        "300",
+        "--seconds",
+        "1",
+        "--writers",
+        "2",
+        "--rate",
+        "200",
+        "--latency-events",
+        "50",
+        "--paced-rate",
+        "200",
+    ]);
     for key in [
         "sql_ceiling_events_per_s",
         "commits_plain_per_s",
@@ -37,14 +54,7 @@ fn the_benchmark_runs_end_to_end_and_prints_every_figure() {
 
 #[test]
 fn the_benchmark_runs_only_the_phases_asked_for() {
-    let output = Command::new(env!("CARGO_BIN_EXE_postbox-bench"))
-        .args(["--server", &server_url(), "--events", "200", "--only", "drain"])
-        .output()
-        .expect("run postbox-bench");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "{stdout}{}", String::from_utf8_lossy(&output.stderr));
-    let json: serde_json::Value =
-        serde_json::from_str(stdout.lines().last().expect("a JSON line")).expect("the last line is JSON");
+    let json = bench(&["--events", "200", "--only", "drain"]);
     let keys: Vec<&str> = json.as_object().expect("an object").keys().map(String::as_str).collect();
     assert_eq!(keys, ["drain_events_per_s", "relay_peak_rss_mib"], "no ceiling ran, so no ratio either");
 }

@@ -159,8 +159,12 @@ async fn concurrent_dispatchers_share_the_outbox_without_double_deliveries() {
 
 /// A dispatcher wired to the test app's deliverer, as `postbox run` wires them.
 fn leasing_dispatcher(app: &TestApp) -> postbox::dispatcher::Dispatcher {
-    postbox::dispatcher::Dispatcher::new(app.pool.clone(), app.settings.dispatcher_config(), Default::default())
-        .lease_to(std::sync::Arc::clone(&app.deliverer))
+    postbox::dispatcher::Dispatcher::new(
+        app.pool.clone(),
+        app.settings.dispatcher_config(),
+        Default::default(),
+    )
+    .lease_to(std::sync::Arc::clone(&app.deliverer))
 }
 
 #[tokio::test]
