@@ -128,11 +128,7 @@ impl Relay {
     /// `admin.listen`, so that a bad address fails start-up at once.
     pub async fn bind(settings: Settings) -> Result<Self, Error> {
         let url = settings.database_url()?;
-        let pool = if settings.relay.synchronous_commit {
-            db::pool(url, settings.database.pool_size)?
-        } else {
-            db::pool_without_commit_wait(url, settings.database.pool_size)?
-        };
+        let pool = db::relay_pool(url, settings.database.pool_size, settings.relay.synchronous_commit)?;
         let admin_pool = db::pool(url, ADMIN_POOL_SIZE)?;
         let sender = Sender::new(settings.sender_config())?;
         let admin = TcpListener::bind(settings.admin.listen)

@@ -130,17 +130,22 @@ async fn the_relay_waits_for_the_schema_and_stops_on_shutdown_meanwhile() {
 #[tokio::test]
 async fn the_relays_own_writes_skip_the_wal_wait_unless_configured_and_admin_writes_never_do() {
     let db = TestDb::new().await;
-    let show = |pool: deadpool_postgres::Pool| async move {
+    let show = |pool: deadpool_postgres::Pool, setting: &'static str| async move {
         let client = pool.get().await.unwrap();
-        client.query_one("show synchronous_commit", &[]).await.unwrap().get::<_, String>(0)
+        client.query_one(&format!("show {setting}"), &[]).await.unwrap().get::<_, String>(0)
     };
-    assert_eq!(show(postbox::db::pool_without_commit_wait(&db.url, 2).unwrap()).await, "off");
-    assert_eq!(show(postbox::db::pool(&db.url, 2).unwrap()).await, "on");
+    let relay_pool = |wait| postbox::db::relay_pool(&db.url, 2, wait).unwrap();
+    assert_eq!(show(relay_pool(false), "synchronous_commit").await, "off");
+    assert_eq!(show(relay_pool(true), "synchronous_commit").await, "on");
+    assert_eq!(show(postbox::db::pool(&db.url, 2).unwrap(), "synchronous_commit").await, "on");
     let settings = test_settings(&db.url, &[]);
     assert!(!settings.relay.synchronous_commit, "off by default: at least once either way");
+    // Plans by index, whatever the statistics said when they were made.
+    assert_eq!(show(relay_pool(true), "enable_seqscan").await, "off");
+    assert_eq!(show(postbox::db::pool(&db.url, 2).unwrap(), "enable_seqscan").await, "on");
     // A connection string's own options are kept.
     let with_options = format!("{}?options=-c%20statement_timeout%3D5s", db.url);
-    let client = postbox::db::pool_without_commit_wait(&with_options, 2).unwrap().get().await.unwrap();
+    let client = postbox::db::relay_pool(&with_options, 2, false).unwrap().get().await.unwrap();
     let timeout: String = client.query_one("show statement_timeout", &[]).await.unwrap().get(0);
     assert_eq!(timeout, "5s");
 }
