@@ -31,15 +31,31 @@ marked as (
     where o.id = batch.id
     returning 1
 ),
-matched as (
-    select batch.id as outbox_id, batch.event_id, e.id as endpoint_id,
-           row_number() over (partition by e.id order by batch.id) as endpoint_rank
-    from batch
+-- The enabled endpoints that want each event type in the batch: patterns
+-- are matched once per type and endpoint, not once per event and endpoint.
+subscribed as (
+    select t.event_type, e.id, e.tenant, e.filter
+    from (select distinct batch.event_type from batch) t
     join postbox.endpoints e
       on e.enabled
-     and (e.tenant is null or e.tenant = batch.tenant)
-     and (e.filter is null or batch.payload @> e.filter)
-     and postbox.event_type_matches(e.event_types, batch.event_type)
+     and postbox.event_type_matches(e.event_types, t.event_type)
+),
+-- Endpoints for every tenant, and endpoints for the event's tenant: two
+-- equality joins, so many tenants' endpoints cost a hash lookup per event.
+wanted as (
+    select batch.id as outbox_id, batch.event_id, s.id as endpoint_id
+    from batch
+    join subscribed s on s.event_type = batch.event_type and s.tenant is null
+    where s.filter is null or batch.payload @> s.filter
+    union all
+    select batch.id, batch.event_id, s.id
+    from batch
+    join subscribed s on s.event_type = batch.event_type and s.tenant = batch.tenant
+    where s.filter is null or batch.payload @> s.filter
+),
+matched as (
+    select w.*, row_number() over (partition by w.endpoint_id order by w.outbox_id) as endpoint_rank
+    from wanted w
 ),
 -- Within this endpoint's free slots, then within the room in all, in outbox
 -- order. Nothing is leased while first attempts wait ($2 > 0).

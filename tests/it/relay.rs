@@ -142,6 +142,7 @@ async fn the_relays_own_writes_skip_the_wal_wait_unless_configured_and_admin_wri
     assert!(!settings.relay.synchronous_commit, "off by default: at least once either way");
     // Plans by index, whatever the statistics said when they were made.
     assert_eq!(show(relay_pool(true), "enable_seqscan").await, "off");
+    assert_eq!(show(relay_pool(true), "jit").await, "off", "nor compiles plans that only look expensive");
     assert_eq!(show(postbox::db::pool(&db.url, 2).unwrap(), "enable_seqscan").await, "on");
     // A connection string's own options are kept.
     let with_options = format!("{}?options=-c%20statement_timeout%3D5s", db.url);
