@@ -336,10 +336,12 @@ impl Deliverer {
                 match self.claim_into(room).await {
                     Ok(leased) => {
                         failures = 0;
-                        // A full claim, or one cut short by an endpoint's
-                        // cap, may have left more behind; an empty one means
-                        // nothing is due that this relay has room for.
-                        left_behind = leased.len() == asked || !leased.is_empty() || endpoint_full;
+                        // This claim may have left due deliveries behind if it
+                        // got no room, found some (there may be more, or an
+                        // endpoint's cap held some back), or an endpoint was
+                        // at its cap already. An empty claim with room means
+                        // nothing is due for now.
+                        left_behind = asked == 0 || !leased.is_empty() || endpoint_full;
                         self.start(leased, &mut requests, &results);
                     }
                     Err(err) => {
