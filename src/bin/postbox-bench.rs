@@ -10,6 +10,7 @@
 //! and the relay together, flat out and at a steady offered rate;
 //! (5) commit-to-receipt latency at a steady rate;
 //! (6) the relay's peak memory while it works through the backlog.
+//! `--endpoints N` fans every event out to N endpoints at the receiver.
 
 use std::{
     collections::HashMap,
@@ -65,6 +66,10 @@ struct Args {
     /// The `postbox` binary to run as the relay (default: next to this one)
     #[arg(long)]
     relay_bin: Option<std::path::PathBuf>,
+    /// Endpoints subscribed to every event (all at the local receiver): each
+    /// event is delivered this many times
+    #[arg(long, default_value_t = 1)]
+    endpoints: u64,
     /// Run only these phases, e.g. `--only drain,latency` (default: all).
     /// Ratios need the phase they compare with.
     #[arg(long, value_enum, value_delimiter = ',')]
@@ -122,6 +127,8 @@ struct Bench {
     received: Arc<Received>,
     receiver_url: String,
     relay_bin: std::path::PathBuf,
+    /// Deliveries per event (`--endpoints`).
+    fan_out: u64,
 }
 
 #[derive(Default)]
@@ -173,7 +180,10 @@ impl Bench {
         let receiver_url = format!("http://{}/hook", listener.local_addr()?);
         let app = Router::new().route("/hook", post(receive)).with_state(Arc::clone(&received));
         tokio::spawn(async move { axum::serve(listener, app).await });
-        client.execute("select postbox.subscribe($1, '{bench.*}')", &[&receiver_url]).await?;
+        for n in 1..=args.endpoints.max(1) {
+            let url = format!("{receiver_url}?endpoint={n}");
+            client.execute("select postbox.subscribe($1, '{bench.*}')", &[&url]).await?;
+        }
 
         let relay_bin = match &args.relay_bin {
             Some(path) => path.clone(),
@@ -182,7 +192,7 @@ impl Bench {
         if !relay_bin.exists() {
             bail!("relay binary {} not found (build it, or pass --relay-bin)", relay_bin.display());
         }
-        Ok(Self { admin, name, url, received, receiver_url, relay_bin })
+        Ok(Self { admin, name, url, received, receiver_url, relay_bin, fan_out: args.endpoints.max(1) })
     }
 
     async fn drop_database(&self) -> anyhow::Result<()> {
@@ -245,8 +255,9 @@ impl Bench {
         let mut relay = self.start_relay()?;
         if args.runs(Phase::Drain) {
             let started = Instant::now();
-            let peak_rss =
-                self.wait_received(args.events, Some(relay.id()), Duration::from_secs(600)).await?;
+            let peak_rss = self
+                .wait_received(args.events * self.fan_out, Some(relay.id()), Duration::from_secs(600))
+                .await?;
             let drain = args.events as f64 / started.elapsed().as_secs_f64();
             report.add(
                 "drain_events_per_s",
@@ -255,6 +266,16 @@ impl Bench {
                 "events/s",
                 ratio(drain, ceiling, "1"),
             );
+            if self.fan_out > 1 {
+                let deliveries = drain * self.fan_out as f64;
+                report.add(
+                    "drain_deliveries_per_s",
+                    &format!("(3) the same, deliveries to {} endpoints", self.fan_out),
+                    deliveries,
+                    "requests/s",
+                    ratio(deliveries, ceiling, "1"),
+                );
+            }
             report.add(
                 "relay_peak_rss_mib",
                 "(6) relay peak RSS during the drain",
@@ -410,12 +431,13 @@ impl Bench {
         Ok(total as f64 / args.seconds as f64)
     }
 
-    /// Deliveries/s for `commit_rate` events/s written over `seconds` after
-    /// `before` had arrived: the time runs until the last one arrives.
+    /// Events/s delivered, for `commit_rate` events/s written over `seconds`
+    /// after `before` requests had arrived: the time runs until the last
+    /// delivery of the last event arrives.
     async fn delivered_rate(&self, before: u64, commit_rate: f64, seconds: u64) -> anyhow::Result<f64> {
         let written = (commit_rate * seconds as f64) as u64;
         let end_of_writes = Instant::now();
-        self.wait_received(before + written, None, Duration::from_secs(600)).await?;
+        self.wait_received(before + written * self.fan_out, None, Duration::from_secs(600)).await?;
         Ok(written as f64 / (seconds as f64 + end_of_writes.elapsed().as_secs_f64()))
     }
 
@@ -536,7 +558,8 @@ impl Bench {
 async fn receive(State(received): State<Arc<Received>>, headers: HeaderMap) -> axum::http::StatusCode {
     let now = Instant::now();
     if let Some(id) = headers.get("webhook-id").and_then(|v| v.to_str().ok()) {
-        received.arrivals.lock().expect("not poisoned").insert(id.to_owned(), now);
+        // The first receipt: with several endpoints the same id arrives at each.
+        received.arrivals.lock().expect("not poisoned").entry(id.to_owned()).or_insert(now);
     }
     received.count.fetch_add(1, Ordering::Relaxed);
     axum::http::StatusCode::NO_CONTENT

@@ -53,8 +53,15 @@ fn the_benchmark_runs_end_to_end_and_prints_every_figure() {
 }
 
 #[test]
-fn the_benchmark_runs_only_the_phases_asked_for() {
-    let json = bench(&["--events", "200", "--only", "drain"]);
+fn the_benchmark_runs_only_the_phases_asked_for_with_the_endpoints_asked_for() {
+    let json = bench(&["--events", "200", "--only", "drain", "--endpoints", "3"]);
     let keys: Vec<&str> = json.as_object().expect("an object").keys().map(String::as_str).collect();
-    assert_eq!(keys, ["drain_events_per_s", "relay_peak_rss_mib"], "no ceiling ran, so no ratio either");
+    assert_eq!(
+        keys,
+        ["drain_deliveries_per_s", "drain_events_per_s", "relay_peak_rss_mib"],
+        "no ceiling ran, so no ratio either"
+    );
+    let (events, deliveries) =
+        (json["drain_events_per_s"].as_f64().unwrap(), json["drain_deliveries_per_s"].as_f64().unwrap());
+    assert!((deliveries - 3.0 * events).abs() < 1e-6 * deliveries, "three deliveries per event: {json}");
 }
