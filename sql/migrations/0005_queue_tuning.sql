@@ -100,3 +100,15 @@ begin
     return replayed;
 end;
 $$;
+
+-- The secrets that sign a request to an endpoint: the current one, and a
+-- rotated-out one until it expires. One definition for the claim and the
+-- dispatch pass, which both return requests; a plain SQL expression, so the
+-- planner inlines it into them.
+create function postbox.signing_secrets(endpoint postbox.endpoints) returns text[]
+language sql stable
+as $$
+    select array_remove(array[endpoint.secret,
+                              case when endpoint.previous_secret_expires_at > now()
+                                   then endpoint.previous_secret end], null)
+$$;

@@ -61,6 +61,5 @@ returning d.id,
           o.previous::text as previous,
           o.actor::text as actor,
           e.url,
-          array_remove(array[e.secret, case when e.previous_secret_expires_at > now()
-                                            then e.previous_secret end], null) as secrets,
+          postbox.signing_secrets(e) as secrets,
           e.headers

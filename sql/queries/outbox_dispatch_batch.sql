@@ -101,8 +101,7 @@ select w.events, w.deliveries, w.unleased,
        b.previous::text as previous,
        b.actor::text as actor,
        e.url,
-       array_remove(array[e.secret, case when e.previous_secret_expires_at > now()
-                                         then e.previous_secret end], null) as secrets,
+       postbox.signing_secrets(e) as secrets,
        e.headers
 from woken w
 left join created c on c.leased
