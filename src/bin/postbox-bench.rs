@@ -10,7 +10,8 @@
 //! and the relay together, flat out and at a steady offered rate;
 //! (5) commit-to-receipt latency at a steady rate;
 //! (6) the relay's peak memory while it works through the backlog.
-//! `--endpoints N` fans every event out to N endpoints at the receiver.
+//! `--endpoints N` fans every event out to N endpoints at the receiver;
+//! `--tenants N` adds an endpoint per tenant and spreads the drain over them.
 
 use std::{
     collections::HashMap,
@@ -70,6 +71,10 @@ struct Args {
     /// event is delivered this many times
     #[arg(long, default_value_t = 1)]
     endpoints: u64,
+    /// Endpoints for one tenant each, besides those: the drain's events are
+    /// spread over the tenants, so each also goes to its tenant's endpoint
+    #[arg(long, default_value_t = 0)]
+    tenants: u64,
     /// Run only these phases, e.g. `--only drain,latency` (default: all).
     /// Ratios need the phase they compare with.
     #[arg(long, value_enum, value_delimiter = ',')]
@@ -127,8 +132,10 @@ struct Bench {
     received: Arc<Received>,
     receiver_url: String,
     relay_bin: std::path::PathBuf,
-    /// Deliveries per event (`--endpoints`).
+    /// Deliveries per event without a tenant (`--endpoints`).
     fan_out: u64,
+    /// Tenants the drain's events are spread over, each with an endpoint of its own.
+    tenants: u64,
 }
 
 #[derive(Default)]
@@ -184,6 +191,12 @@ impl Bench {
             let url = format!("{receiver_url}?endpoint={n}");
             client.execute("select postbox.subscribe($1, '{bench.*}')", &[&url]).await?;
         }
+        for n in 0..args.tenants {
+            let url = format!("{receiver_url}?tenant={n}");
+            client
+                .execute("select postbox.subscribe($1, '{bench.*}', $2)", &[&url, &format!("t{n}")])
+                .await?;
+        }
 
         let relay_bin = match &args.relay_bin {
             Some(path) => path.clone(),
@@ -192,7 +205,16 @@ impl Bench {
         if !relay_bin.exists() {
             bail!("relay binary {} not found (build it, or pass --relay-bin)", relay_bin.display());
         }
-        Ok(Self { admin, name, url, received, receiver_url, relay_bin, fan_out: args.endpoints.max(1) })
+        Ok(Self {
+            admin,
+            name,
+            url,
+            received,
+            receiver_url,
+            relay_bin,
+            fan_out: args.endpoints.max(1),
+            tenants: args.tenants,
+        })
     }
 
     async fn drop_database(&self) -> anyhow::Result<()> {
@@ -255,8 +277,9 @@ impl Bench {
         let mut relay = self.start_relay()?;
         if args.runs(Phase::Drain) {
             let started = Instant::now();
+            let drain_fan_out = self.fan_out + u64::from(self.tenants > 0);
             let peak_rss = self
-                .wait_received(args.events * self.fan_out, Some(relay.id()), Duration::from_secs(600))
+                .wait_received(args.events * drain_fan_out, Some(relay.id()), Duration::from_secs(600))
                 .await?;
             let drain = args.events as f64 / started.elapsed().as_secs_f64();
             report.add(
@@ -266,11 +289,12 @@ impl Bench {
                 "events/s",
                 ratio(drain, ceiling, "1"),
             );
-            if self.fan_out > 1 {
-                let deliveries = drain * self.fan_out as f64;
+            if drain_fan_out > 1 {
+                let deliveries = drain * drain_fan_out as f64;
+                let endpoints = self.fan_out + self.tenants;
                 report.add(
                     "drain_deliveries_per_s",
-                    &format!("(3) the same, deliveries to {} endpoints", self.fan_out),
+                    &format!("(3) the same, {drain_fan_out} deliveries each among {endpoints} endpoints"),
                     deliveries,
                     "requests/s",
                     ratio(deliveries, ceiling, "1"),
@@ -477,10 +501,11 @@ impl Bench {
         let client = db::connect(&self.url).await?;
         client
             .execute(
-                "insert into postbox.outbox (event_type, payload)
-                 select 'bench.event', jsonb_build_object('n', n, 'text', 'lorem ipsum dolor sit amet')
+                "insert into postbox.outbox (event_type, payload, tenant)
+                 select 'bench.event', jsonb_build_object('n', n, 'text', 'lorem ipsum dolor sit amet'),
+                        case when $2::int8 > 0 then 't' || n % $2::int8 end
                  from generate_series(1, $1::int8) as n",
-                &[&(events as i64)],
+                &[&(events as i64), &(self.tenants as i64)],
             )
             .await?;
         Ok(())

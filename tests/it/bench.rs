@@ -54,7 +54,8 @@ fn the_benchmark_runs_end_to_end_and_prints_every_figure() {
 
 #[test]
 fn the_benchmark_runs_only_the_phases_asked_for_with_the_endpoints_asked_for() {
-    let json = bench(&["--events", "200", "--only", "drain", "--endpoints", "3"]);
+    // Three endpoints for every event, and one more for each event's tenant.
+    let json = bench(&["--events", "200", "--only", "drain", "--endpoints", "3", "--tenants", "2"]);
     let keys: Vec<&str> = json.as_object().expect("an object").keys().map(String::as_str).collect();
     assert_eq!(
         keys,
@@ -63,5 +64,5 @@ fn the_benchmark_runs_only_the_phases_asked_for_with_the_endpoints_asked_for() {
     );
     let (events, deliveries) =
         (json["drain_events_per_s"].as_f64().unwrap(), json["drain_deliveries_per_s"].as_f64().unwrap());
-    assert!((deliveries - 3.0 * events).abs() < 1e-6 * deliveries, "three deliveries per event: {json}");
+    assert!((deliveries - 4.0 * events).abs() < 1e-6 * deliveries, "four deliveries per event: {json}");
 }
