@@ -112,3 +112,21 @@ as $$
                               case when endpoint.previous_secret_expires_at > now()
                                    then endpoint.previous_secret end], null)
 $$;
+
+-- Every endpoint pattern that matches an event type: '*', the type itself,
+-- and one 'subject.*' per leading run of segments ('a.*' and 'a.b.*' for
+-- 'a.b.c'). Endpoints whose event_types overlap it want the type, the same
+-- answer as event_type_matches, but a dispatch pass computes it once per
+-- type and then tests each endpoint with the array overlap operator instead
+-- of a function call.
+create function postbox.patterns_matching(event_type text) returns text[]
+language sql immutable parallel safe
+set search_path = pg_catalog, pg_temp
+as $$
+    select array['*', event_type] || array(
+        select array_to_string(segments[1:n], '.') || '.*'
+        from (select string_to_array(event_type, '.') as segments) s,
+             generate_series(1, cardinality(s.segments) - 1) as n
+        order by n
+    );
+$$;

@@ -31,14 +31,21 @@ marked as (
     where o.id = batch.id
     returning 1
 ),
--- The enabled endpoints that want each event type in the batch: patterns
--- are matched once per type and endpoint, not once per event and endpoint.
+-- The event types in the batch, each with every pattern that matches it.
+-- Materialized, so that the patterns are computed once per type, not per
+-- endpoint they are compared with.
+types as materialized (
+    select d.event_type, postbox.patterns_matching(d.event_type) as patterns
+    from (select distinct batch.event_type from batch) d
+),
+-- The enabled endpoints that want each of those types: once per type, not
+-- per event, and by array overlap rather than a function call per endpoint.
 subscribed as (
     select t.event_type, e.id, e.tenant, e.filter
-    from (select distinct batch.event_type from batch) t
+    from types t
     join postbox.endpoints e
       on e.enabled
-     and postbox.event_type_matches(e.event_types, t.event_type)
+     and e.event_types && t.patterns
 ),
 -- Endpoints for every tenant, and endpoints for the event's tenant: two
 -- equality joins, so many tenants' endpoints cost a hash lookup per event.

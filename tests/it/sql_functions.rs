@@ -294,6 +294,39 @@ async fn unsubscribing_deletes_the_endpoints_deliveries_and_attempts_and_nothing
 }
 
 #[tokio::test]
+async fn the_patterns_matching_an_event_type_agree_with_event_type_matches() {
+    let app = TestApp::new().await;
+    let row = app.sql.query_one("select postbox.patterns_matching('a.b.c')", &[]).await.unwrap();
+    assert_eq!(row.get::<_, Vec<String>>(0), ["*", "a.b.c", "a.*", "a.b.*"]);
+
+    // Every pair of these: the dispatcher tests the overlap, replay and the
+    // admin API call event_type_matches.
+    let rows = app
+        .sql
+        .query(
+            "select t, p, postbox.event_type_matches(array[p], t) as by_function,
+                    array[p] && postbox.patterns_matching(t) as by_overlap
+             from unnest(array['a', 'a.b', 'a.b.c', 'ab.c', 'a-b.c', 'order.created', 'order.line.added']) t,
+                  unnest(array['*', 'a', 'a.*', 'a.b', 'a.b.*', 'a.b.c.*', 'ab.*', 'a-b.*', 'order.*',
+                               'order.line.*', 'order.created', 'b.*']) p",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 7 * 12);
+    let disagree: Vec<String> = rows
+        .iter()
+        .filter(|r| r.get::<_, bool>("by_function") != r.get::<_, bool>("by_overlap"))
+        .map(|r| format!("{} ~ {}", r.get::<_, String>("t"), r.get::<_, String>("p")))
+        .collect();
+    assert!(disagree.is_empty(), "they disagree on {disagree:?}");
+    // '*' 7, exact names 3, 'a.*' 2, 'order.*' 2, and one each for 'a.b.*',
+    // 'ab.*', 'a-b.*' and 'order.line.*'.
+    let matched = rows.iter().filter(|r| r.get::<_, bool>("by_overlap")).count();
+    assert_eq!(matched, 18);
+}
+
+#[tokio::test]
 async fn a_rolled_back_transaction_leaves_no_event() {
     let mut app = TestApp::new().await;
     app.register("order.created").await;
