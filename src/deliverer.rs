@@ -4,8 +4,8 @@
 //! Deliveries reach the requests two ways, both leased in the database: this
 //! relay's claims, and its dispatcher, which leases the first attempts it
 //! creates while there is room ([`crate::capacity`]) and hands them over in
-//! memory. Either way a
-//! relay that dies leaves nothing but leases that run out.
+//! memory. Either way a relay that dies leaves nothing but leases that run
+//! out.
 
 use std::{
     sync::{Arc, Mutex},

@@ -170,9 +170,9 @@ impl Dispatcher {
             _ => batch_size,
         };
         let (lease, lease_token) = self.deliverer.as_ref().map_or((0.0, Uuid::nil()), |d| d.new_lease());
-        let (busy, free, endpoint_cap, size) = room.as_ref().map_or((Vec::new(), Vec::new(), 0, 0), |r| {
-            (r.busy.clone(), r.free.clone(), r.endpoint_cap, r.size())
-        });
+        let no_room = (Vec::new(), Vec::new());
+        let (busy, free) = room.as_ref().map_or((&no_room.0, &no_room.1), |r| (&r.busy, &r.free));
+        let (endpoint_cap, size) = room.as_ref().map_or((0, 0), |r| (r.endpoint_cap, r.size() as i32));
 
         let client = self.pool.get().await?;
         let statement = client.prepare_cached(sql::OUTBOX_DISPATCH_BATCH).await?;
@@ -184,10 +184,10 @@ impl Dispatcher {
                     &self.config.first_delay.as_secs_f64(),
                     &lease,
                     &lease_token,
-                    &busy,
-                    &free,
+                    busy,
+                    free,
                     &endpoint_cap,
-                    &(size as i32),
+                    &size,
                 ],
             )
             .await?;

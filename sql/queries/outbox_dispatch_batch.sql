@@ -85,11 +85,13 @@ created as (
     on conflict on constraint deliveries_event_endpoint_key do nothing
     returning id, event_id, endpoint_id, lease_token is not null as leased
 ),
-counts as (
+counts as materialized (
     select (select count(*) from marked) as events,
            (select count(*) from created) as deliveries,
            (select count(*) from created where not leased) as unleased
 ),
+-- No caller reads `woke`: the CTE is there for its NOTIFY, which runs because
+-- a CTE with a volatile call is always evaluated in full.
 woken as (
     select counts.*,
            case when counts.unleased > 0
