@@ -1,30 +1,41 @@
 //! postbox: a Postgres-native outbox relay for outgoing webhooks.
 //!
-//! Apps write events into `postbox.outbox`; the [`dispatcher`] fans them out
-//! into `postbox.deliveries`; the [`deliverer`] POSTs them, signed per the
-//! Standard Webhooks spec, and records every attempt. The two meet only in
-//! the database, so any number of relays can run against one database.
+//! Apps write events into `postbox.outbox`; the [dispatcher] fans them out
+//! into `postbox.deliveries`; the [deliverer] POSTs them, signed per the
+//! Standard Webhooks spec, and records every attempt.
+//!
+//! The layers, top to bottom (a module may use those below it, never above):
+//!
+//! ```text
+//! cli/ (binary)   the commands; main.rs parses and hands over
+//! api/            the admin HTTP surface: axum routes, web page, health, metrics
+//! admin/          what operators do (endpoints, deliveries, status) as SQL, shared by api/ and cli/
+//! relay/          the loops that move work: dispatcher, deliverer, retention, wakeup, capacity, backoff
+//! delivery/       one attempt on the wire: webhook, signing, netpolicy, sender, retry; no database
+//! db/             the pool, the embedded SQL, schema migrations, TLS to Postgres, a local server
+//! config, metrics, telemetry   settings, counters and logs, used by every layer
+//! ```
+//!
+//! Two rules hold the design together:
+//! - The database is the only interface between the dispatcher (outbox to
+//!   deliveries) and the deliverer (deliveries to HTTP). The one exception:
+//!   deliveries the dispatcher has already leased in the database may be
+//!   handed to its own relay's deliverer in memory, because a crash then
+//!   leaves nothing but leases that run out.
+//! - No transaction and no pooled connection is held across an HTTP call:
+//!   claim in a short transaction with a lease, send, record in one round trip.
+//!
+//! [dispatcher]: relay::dispatcher
+//! [deliverer]: relay::deliverer
 
 pub mod admin;
 pub mod api;
-pub mod backoff;
-pub mod capacity;
 pub mod config;
 pub mod db;
-pub mod deliverer;
-pub mod dispatcher;
-pub mod localpg;
+pub mod delivery;
 pub mod metrics;
-pub mod netpolicy;
-pub mod pgtls;
-pub mod retention;
-pub mod retry;
-pub mod schema;
-pub mod sender;
-pub mod signing;
+pub mod relay;
 pub mod telemetry;
-pub mod wakeup;
-pub mod webhook;
 
 use std::{net::SocketAddr, sync::Arc};
 
@@ -36,14 +47,20 @@ use tracing::{info, warn};
 use crate::{
     api::ApiState,
     config::{Settings, Wakeup as WakeupMode},
-    deliverer::{Deliverer, DelivererConfig},
-    dispatcher::{Dispatcher, DispatcherConfig},
+    db::schema,
+    delivery::{
+        netpolicy::NetworkPolicy,
+        retry::RetryPolicy,
+        sender::{Sender, SenderConfig},
+    },
     metrics::Metrics,
-    netpolicy::NetworkPolicy,
-    retention::RetentionConfig,
-    retry::RetryPolicy,
-    sender::{Sender, SenderConfig},
-    wakeup::Wakeup,
+    relay::{
+        backoff,
+        deliverer::{Deliverer, DelivererConfig},
+        dispatcher::{Dispatcher, DispatcherConfig},
+        retention::{self, RetentionConfig},
+        wakeup::Wakeup,
+    },
 };
 
 #[derive(Debug, thiserror::Error)]

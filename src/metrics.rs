@@ -7,7 +7,7 @@ use std::{
     time::Duration,
 };
 
-use crate::retry::Decision;
+use crate::delivery::retry::Decision;
 
 /// Upper bounds of the attempt duration histogram, in seconds.
 const DURATION_BUCKETS: [f64; 12] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];

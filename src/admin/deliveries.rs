@@ -6,7 +6,7 @@ use tokio_postgres::{types::ToSql, Client, Row};
 use uuid::Uuid;
 
 use super::{Error, Result};
-use crate::webhook;
+use crate::delivery::webhook;
 
 const COLUMNS: &str =
     "d.id, d.event_id, d.endpoint_id, e.url as endpoint_url, o.event_type, o.tenant, d.status,

@@ -6,7 +6,7 @@ use axum::{extract::State, http::StatusCode, response::IntoResponse, Json};
 use serde_json::json;
 
 use super::{ApiResult, ApiState};
-use crate::{admin, schema};
+use crate::{admin, db::schema};
 
 /// The process is up.
 pub async fn healthz() -> impl IntoResponse {

@@ -25,7 +25,7 @@ use serde_json::json;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::{admin, config::Secret, metrics::Metrics, signing};
+use crate::{admin, config::Secret, delivery::signing, metrics::Metrics};
 
 #[derive(Clone)]
 pub struct ApiState {

@@ -26,7 +26,7 @@ use std::{
 use anyhow::{bail, Context};
 use axum::{extract::State, http::HeaderMap, routing::post, Router};
 use clap::Parser;
-use postbox::{db, schema};
+use postbox::db::{self, schema};
 use serde_json::json;
 use tokio_postgres::Client;
 

@@ -11,10 +11,8 @@ use tokio_util::sync::CancellationToken;
 
 use postbox::{
     config::{Secret, Settings},
-    db,
-    localpg::LocalPostgres,
-    schema,
-    signing::{self, SigningKey},
+    db::{self, localpg::LocalPostgres, schema},
+    delivery::signing::{self, SigningKey},
 };
 
 #[derive(Debug, clap::Args)]

@@ -12,7 +12,11 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
-use postbox::{config::Settings, db, schema, telemetry::LogFormat};
+use postbox::{
+    config::Settings,
+    db::{self, schema},
+    telemetry::LogFormat,
+};
 
 #[derive(Debug, Parser)]
 #[command(name = "postbox", version, about = "A Postgres-native outbox relay for outgoing webhooks")]

@@ -106,9 +106,9 @@ async fn during_a_rotation_both_secrets_sign_and_afterwards_only_the_new_one() {
         .unwrap();
 
     let verifies = |secret: &str, request: &crate::support::receiver::Received| {
-        let key = postbox::signing::SigningKey::from_secret(secret).unwrap();
+        let key = postbox::delivery::signing::SigningKey::from_secret(secret).unwrap();
         let timestamp: i64 = request.header("webhook-timestamp").parse().unwrap();
-        postbox::signing::verify(
+        postbox::delivery::signing::verify(
             &key,
             request.header("webhook-id"),
             timestamp,

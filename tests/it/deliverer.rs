@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use crate::support::{Receiver, Reply, TestApp};
 
-/// The spec's formula, written out here instead of calling postbox::signing.
+/// The spec's formula, written out here instead of calling postbox::delivery::signing.
 fn expected_signature(secret: &str, id: &str, timestamp: &str, body: &[u8]) -> String {
     let key = STANDARD.decode(secret.strip_prefix("whsec_").unwrap()).unwrap();
     let mut mac = Hmac::<Sha256>::new_from_slice(&key).unwrap();

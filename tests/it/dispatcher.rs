@@ -158,8 +158,8 @@ async fn concurrent_dispatchers_share_the_outbox_without_double_deliveries() {
 }
 
 /// A dispatcher wired to the test app's deliverer, as `postbox run` wires them.
-fn leasing_dispatcher(app: &TestApp) -> postbox::dispatcher::Dispatcher {
-    postbox::dispatcher::Dispatcher::new(
+fn leasing_dispatcher(app: &TestApp) -> postbox::relay::dispatcher::Dispatcher {
+    postbox::relay::dispatcher::Dispatcher::new(
         app.pool.clone(),
         app.settings.dispatcher_config(),
         Default::default(),

@@ -10,7 +10,10 @@ use std::{
     },
 };
 
-use postbox::{deliverer::Deliverer, dispatcher::Dispatcher, sender::Sender};
+use postbox::{
+    delivery::sender::Sender,
+    relay::{deliverer::Deliverer, dispatcher::Dispatcher},
+};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpListener,

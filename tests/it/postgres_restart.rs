@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use postbox::{localpg::LocalPostgres, schema};
+use postbox::db::{localpg::LocalPostgres, schema};
 use tokio_util::sync::CancellationToken;
 
 use crate::support::{app::test_settings, Receiver};

@@ -3,7 +3,7 @@
 
 use std::{path::Path, process::Command};
 
-use postbox::localpg::LocalPostgres;
+use postbox::db::localpg::LocalPostgres;
 use serde_json::json;
 
 use crate::support::{app::test_settings, relay::InProcessRelay, Receiver};
@@ -96,7 +96,7 @@ async fn sslmodes_mean_what_they_mean_in_libpq_and_the_relay_runs_over_tls() {
     // The relay, its pool and its LISTEN connection, all verified.
     let url = format!("{by_name}?sslmode=verify-full&sslrootcert={ca}");
     let mut client = postbox::db::connect(&url).await.unwrap();
-    postbox::schema::migrate(&mut client).await.unwrap();
+    postbox::db::schema::migrate(&mut client).await.unwrap();
     let mut receiver = Receiver::start().await;
     client
         .batch_execute(

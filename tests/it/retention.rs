@@ -68,10 +68,14 @@ async fn pruning_deletes_finished_old_events_with_their_history_and_keeps_the_re
     kept.push(event(&app, endpoint, 1, Some("succeeded")).await);
     kept.push(event(&app, endpoint, 40, Some("succeeded")).await); // after a recent one: next round
 
-    let pruned =
-        postbox::retention::prune(&app.sql, Duration::from_secs(30 * 86400), 2, &CancellationToken::new())
-            .await
-            .unwrap();
+    let pruned = postbox::relay::retention::prune(
+        &app.sql,
+        Duration::from_secs(30 * 86400),
+        2,
+        &CancellationToken::new(),
+    )
+    .await
+    .unwrap();
 
     assert_eq!(pruned, doomed.len() as u64);
     let remaining: Vec<Uuid> = app
@@ -144,10 +148,13 @@ async fn attempts_live_in_day_partitions_and_outlived_days_are_dropped_whole() {
         .unwrap();
     let before = app.count("select count(*) from postbox.attempts").await;
 
-    let done =
-        postbox::retention::round(&app.sql, Duration::from_secs(30 * 86400), &CancellationToken::new())
-            .await
-            .unwrap();
+    let done = postbox::relay::retention::round(
+        &app.sql,
+        Duration::from_secs(30 * 86400),
+        &CancellationToken::new(),
+    )
+    .await
+    .unwrap();
 
     assert_eq!(done.partitions_dropped, 1);
     assert_eq!(

@@ -1,4 +1,4 @@
-use postbox::schema;
+use postbox::db::schema;
 
 use crate::support::TestDb;
 

@@ -84,7 +84,7 @@ async fn a_dispatcher_draining_a_backlog_marks_itself_busy_and_clears_the_mark_w
         .unwrap();
     let shutdown = tokio_util::sync::CancellationToken::new();
     let wake = std::sync::Arc::new(tokio::sync::Notify::new());
-    let dispatcher = postbox::dispatcher::Dispatcher::new(
+    let dispatcher = postbox::relay::dispatcher::Dispatcher::new(
         app.pool.clone(),
         app.settings.dispatcher_config(),
         Default::default(),
@@ -112,7 +112,7 @@ async fn a_dispatch_that_makes_deliveries_rings_the_local_deliverer_at_once() {
     let shutdown = tokio_util::sync::CancellationToken::new();
     let wake = std::sync::Arc::new(tokio::sync::Notify::new());
     let deliverer_bell = std::sync::Arc::new(tokio::sync::Notify::new());
-    let dispatcher = postbox::dispatcher::Dispatcher::new(
+    let dispatcher = postbox::relay::dispatcher::Dispatcher::new(
         app.pool.clone(),
         app.settings.dispatcher_config(),
         Default::default(),

@@ -5,9 +5,11 @@ use std::sync::Arc;
 use deadpool_postgres::Pool;
 use postbox::{
     config::Settings,
-    deliverer::Deliverer,
-    dispatcher::{Dispatched, Dispatcher},
-    sender::Sender,
+    delivery::sender::Sender,
+    relay::{
+        deliverer::Deliverer,
+        dispatcher::{Dispatched, Dispatcher},
+    },
 };
 use serde_json::Value;
 use tokio_postgres::Client;

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use deadpool_postgres::Pool;
-use postbox::{db, schema};
+use postbox::db::{self, schema};
 use tokio_postgres::Client;
 use uuid::Uuid;
 

@@ -43,14 +43,14 @@ impl Wakeup {
                 break;
             }
             failures = if result.is_ok() { 1 } else { failures + 1 };
-            let retry_in = crate::backoff::backoff(failures);
+            let retry_in = crate::relay::backoff::backoff(failures);
             match result {
                 Ok(()) => warn!(retry_in = ?retry_in, "LISTEN connection closed; reconnecting"),
                 Err(err) => {
                     warn!(error = %err, retry_in = ?retry_in, "LISTEN connection failed; reconnecting")
                 }
             }
-            crate::backoff::sleep_or_cancel(retry_in, &shutdown).await;
+            crate::relay::backoff::sleep_or_cancel(retry_in, &shutdown).await;
         }
     }
 

@@ -12,22 +12,22 @@ pub struct Migration {
 }
 
 pub const MIGRATIONS: &[Migration] = &[
-    Migration { version: 1, name: "init", sql: include_str!("../sql/migrations/0001_init.sql") },
+    Migration { version: 1, name: "init", sql: include_str!("../../sql/migrations/0001_init.sql") },
     Migration {
         version: 2,
         name: "delivery_history_index",
-        sql: include_str!("../sql/migrations/0002_delivery_history_index.sql"),
+        sql: include_str!("../../sql/migrations/0002_delivery_history_index.sql"),
     },
-    Migration { version: 3, name: "roles", sql: include_str!("../sql/migrations/0003_roles.sql") },
+    Migration { version: 3, name: "roles", sql: include_str!("../../sql/migrations/0003_roles.sql") },
     Migration {
         version: 4,
         name: "attempts_by_day",
-        sql: include_str!("../sql/migrations/0004_attempts_by_day.sql"),
+        sql: include_str!("../../sql/migrations/0004_attempts_by_day.sql"),
     },
     Migration {
         version: 5,
         name: "queue_tuning",
-        sql: include_str!("../sql/migrations/0005_queue_tuning.sql"),
+        sql: include_str!("../../sql/migrations/0005_queue_tuning.sql"),
     },
 ];
 

@@ -4,7 +4,7 @@
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::signing::{self, SigningKey};
+use crate::delivery::signing::{self, SigningKey};
 
 /// A delivery as claimed from the database, with what its request needs.
 #[derive(Debug, Clone)]

@@ -19,10 +19,12 @@ use tracing::{debug, error, info};
 use uuid::Uuid;
 
 use crate::{
-    backoff::{backoff, sleep_or_cancel},
     db::{sql, QueryError},
-    deliverer::{self, Deliverer},
     metrics::Metrics,
+    relay::{
+        backoff::{backoff, sleep_or_cancel},
+        deliverer::{self, Deliverer},
+    },
 };
 
 pub type Result<T = ()> = std::result::Result<T, QueryError>;

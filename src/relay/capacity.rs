@@ -15,7 +15,7 @@ use std::{
 use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard, OwnedSemaphorePermit, Semaphore};
 use uuid::Uuid;
 
-use crate::webhook::Claimed;
+use crate::delivery::webhook::Claimed;
 
 pub struct Capacity {
     concurrency: usize,

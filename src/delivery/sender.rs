@@ -15,7 +15,7 @@ use reqwest::{
     redirect, Client, Url,
 };
 
-use crate::{
+use crate::delivery::{
     netpolicy::{NetworkPolicy, Refused},
     webhook::WebhookRequest,
 };

@@ -1,22 +1,27 @@
-//! The connection pool and the SQL the relay runs, embedded from `sql/queries`.
+//! The database layer: the connection pool and the SQL the relay runs,
+//! embedded from `sql/queries`; the schema's migrations ([`schema`]), TLS to
+//! Postgres ([`pgtls`]) and a throwaway local server for `postbox dev` and the
+//! tests ([`localpg`]).
+
+pub mod localpg;
+pub mod pgtls;
+pub mod schema;
 
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
-use crate::pgtls;
-
 pub(crate) mod sql {
-    pub const OUTBOX_DISPATCH_BATCH: &str = include_str!("../sql/queries/outbox_dispatch_batch.sql");
-    pub const DELIVERY_CLAIM_DUE: &str = include_str!("../sql/queries/delivery_claim_due.sql");
-    pub const DELIVERY_RECORD_ATTEMPTS: &str = include_str!("../sql/queries/delivery_record_attempts.sql");
-    pub const DELIVERY_RELEASE: &str = include_str!("../sql/queries/delivery_release.sql");
-    pub const WAKEUP_MARK_BUSY: &str = include_str!("../sql/queries/wakeup_mark_busy.sql");
-    pub const WAKEUP_MARK_IDLE: &str = include_str!("../sql/queries/wakeup_mark_idle.sql");
-    pub const WAKEUP_SET_MODE: &str = include_str!("../sql/queries/wakeup_set_mode.sql");
-    pub const OUTBOX_PRUNE: &str = include_str!("../sql/queries/outbox_prune.sql");
-    pub const NETWORK_POLICY_SET: &str = include_str!("../sql/queries/network_policy_set.sql");
+    pub const OUTBOX_DISPATCH_BATCH: &str = include_str!("../../sql/queries/outbox_dispatch_batch.sql");
+    pub const DELIVERY_CLAIM_DUE: &str = include_str!("../../sql/queries/delivery_claim_due.sql");
+    pub const DELIVERY_RECORD_ATTEMPTS: &str = include_str!("../../sql/queries/delivery_record_attempts.sql");
+    pub const DELIVERY_RELEASE: &str = include_str!("../../sql/queries/delivery_release.sql");
+    pub const WAKEUP_MARK_BUSY: &str = include_str!("../../sql/queries/wakeup_mark_busy.sql");
+    pub const WAKEUP_MARK_IDLE: &str = include_str!("../../sql/queries/wakeup_mark_idle.sql");
+    pub const WAKEUP_SET_MODE: &str = include_str!("../../sql/queries/wakeup_set_mode.sql");
+    pub const OUTBOX_PRUNE: &str = include_str!("../../sql/queries/outbox_prune.sql");
+    pub const NETWORK_POLICY_SET: &str = include_str!("../../sql/queries/network_policy_set.sql");
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -3,7 +3,7 @@
 //!
 //! Deliveries reach the requests two ways, both leased in the database: this
 //! relay's claims, and its dispatcher, which leases the first attempts it
-//! creates while there is room ([`crate::capacity`]) and hands them over in
+//! creates while there is room ([`crate::relay::capacity`]) and hands them over in
 //! memory. Either way a relay that dies leaves nothing but leases that run
 //! out.
 
@@ -24,13 +24,17 @@ use tracing::{debug, error, info, warn};
 use uuid::Uuid;
 
 use crate::{
-    backoff::{backoff, sleep_or_cancel},
-    capacity::{Capacity, Leased, Room},
     db::{sql, QueryError},
+    delivery::{
+        retry::{self, Decision, RetryPolicy},
+        sender::{Response, Sender},
+        webhook::{self, Claimed},
+    },
     metrics::Metrics,
-    retry::{self, Decision, RetryPolicy},
-    sender::{Response, Sender},
-    webhook::{self, Claimed},
+    relay::{
+        backoff::{backoff, sleep_or_cancel},
+        capacity::{Capacity, Leased, Room},
+    },
 };
 
 pub type Result<T = ()> = std::result::Result<T, QueryError>;
