@@ -33,22 +33,24 @@ pub struct Delivery {
     pub updated_at: String,
 }
 
-impl From<&Row> for Delivery {
-    fn from(row: &Row) -> Self {
-        Self {
-            id: row.get("id"),
-            event_id: row.get("event_id"),
-            endpoint_id: row.get("endpoint_id"),
-            endpoint_url: row.get("endpoint_url"),
-            event_type: row.get("event_type"),
-            tenant: row.get("tenant"),
-            status: row.get("status"),
-            attempt_count: row.get("attempt_count"),
-            next_attempt_at: row.get("next_attempt_at"),
-            last_error: row.get("last_error"),
-            created_at: row.get("created_at"),
-            updated_at: row.get("updated_at"),
-        }
+impl TryFrom<&Row> for Delivery {
+    type Error = tokio_postgres::Error;
+
+    fn try_from(row: &Row) -> std::result::Result<Self, Self::Error> {
+        Ok(Self {
+            id: row.try_get("id")?,
+            event_id: row.try_get("event_id")?,
+            endpoint_id: row.try_get("endpoint_id")?,
+            endpoint_url: row.try_get("endpoint_url")?,
+            event_type: row.try_get("event_type")?,
+            tenant: row.try_get("tenant")?,
+            status: row.try_get("status")?,
+            attempt_count: row.try_get("attempt_count")?,
+            next_attempt_at: row.try_get("next_attempt_at")?,
+            last_error: row.try_get("last_error")?,
+            created_at: row.try_get("created_at")?,
+            updated_at: row.try_get("updated_at")?,
+        })
     }
 }
 
@@ -133,7 +135,7 @@ pub async fn list(client: &Client, filter: &Filter) -> Result<Vec<Delivery>> {
         params.len()
     );
     let rows = client.query(&query, &params).await?;
-    Ok(rows.iter().map(Delivery::from).collect())
+    Ok(rows.iter().map(Delivery::try_from).collect::<std::result::Result<_, _>>()?)
 }
 
 pub async fn get(client: &Client, id: Uuid) -> Result<DeliveryDetail> {
@@ -141,7 +143,7 @@ pub async fn get(client: &Client, id: Uuid) -> Result<DeliveryDetail> {
         .query_opt(
             &format!(
                 "select {COLUMNS}, o.payload::text as payload_text, o.previous::text as previous,
-                        o.actor::text as actor, postbox.rfc3339(o.occurred_at) as occurred_at
+                        o.actor::text as actor, coalesce(postbox.rfc3339(o.occurred_at), o.occurred_at::text) as occurred_at
                  {FROM} where d.id = $1"
             ),
             &[&id],
@@ -157,28 +159,30 @@ pub async fn get(client: &Client, id: Uuid) -> Result<DeliveryDetail> {
         )
         .await?
         .iter()
-        .map(|r| Attempt {
-            attempt_number: r.get("attempt_number"),
-            started_at: r.get("started_at"),
-            duration_ms: r.get("duration_ms"),
-            request_headers: r.get("request_headers"),
-            response_status: r.get("response_status"),
-            response_headers: r.get("response_headers"),
-            response_body: r.get("response_body"),
-            error: r.get("error"),
+        .map(|r| {
+            Ok(Attempt {
+                attempt_number: r.try_get("attempt_number")?,
+                started_at: r.try_get("started_at")?,
+                duration_ms: r.try_get("duration_ms")?,
+                request_headers: r.try_get("request_headers")?,
+                response_status: r.try_get("response_status")?,
+                response_headers: r.try_get("response_headers")?,
+                response_body: r.try_get("response_body")?,
+                error: r.try_get("error")?,
+            })
         })
-        .collect();
-    let delivery = Delivery::from(&row);
-    let payload_text: &str = row.get("payload_text");
+        .collect::<std::result::Result<_, tokio_postgres::Error>>()?;
+    let delivery = Delivery::try_from(&row)?;
+    let payload_text: &str = row.try_get("payload_text")?;
     // Parsed here as text: a payload deeper than serde_json's recursion limit
     // must not make its delivery impossible to inspect.
     let payload = serde_json::from_str(payload_text).unwrap_or(Value::Null);
     let request_body = webhook::envelope(
         &delivery.event_type,
-        row.get("occurred_at"),
+        row.try_get("occurred_at")?,
         payload_text,
-        row.get("previous"),
-        row.get("actor"),
+        row.try_get("previous")?,
+        row.try_get("actor")?,
     );
     Ok(DeliveryDetail { delivery, payload, request_body, attempts })
 }

@@ -48,24 +48,26 @@ pub struct Health {
     pub last_failure: Option<String>,
 }
 
-impl From<&Row> for Endpoint {
-    fn from(row: &Row) -> Self {
-        Self {
-            id: row.get("id"),
-            url: row.get("url"),
-            event_types: row.get("event_types"),
-            tenant: row.get("tenant"),
-            filter: row.get("filter"),
-            headers: row.get("headers"),
-            enabled: row.get("enabled"),
-            disabled_reason: row.get("disabled_reason"),
-            description: row.get("description"),
-            failing_since: row.get("failing_since"),
-            previous_secret_expires_at: row.get("previous_secret_expires_at"),
-            created_at: row.get("created_at"),
-            updated_at: row.get("updated_at"),
+impl TryFrom<&Row> for Endpoint {
+    type Error = tokio_postgres::Error;
+
+    fn try_from(row: &Row) -> std::result::Result<Self, Self::Error> {
+        Ok(Self {
+            id: row.try_get("id")?,
+            url: row.try_get("url")?,
+            event_types: row.try_get("event_types")?,
+            tenant: row.try_get("tenant")?,
+            filter: row.try_get("filter")?,
+            headers: row.try_get("headers")?,
+            enabled: row.try_get("enabled")?,
+            disabled_reason: row.try_get("disabled_reason")?,
+            description: row.try_get("description")?,
+            failing_since: row.try_get("failing_since")?,
+            previous_secret_expires_at: row.try_get("previous_secret_expires_at")?,
+            created_at: row.try_get("created_at")?,
+            updated_at: row.try_get("updated_at")?,
             health: None,
-        }
+        })
     }
 }
 
@@ -122,14 +124,15 @@ pub async fn list(client: &Client) -> Result<Vec<Endpoint>> {
     let rows = client
         .query(&format!("select {COLUMNS} from postbox.endpoints e order by e.created_at, e.id"), &[])
         .await?;
-    with_health(client, rows.iter().map(Endpoint::from).collect()).await
+    let endpoints = rows.iter().map(Endpoint::try_from).collect::<std::result::Result<_, _>>()?;
+    with_health(client, endpoints).await
 }
 
 pub async fn get(client: &Client, id: Uuid) -> Result<Endpoint> {
     let row = client
         .query_opt(&format!("select {COLUMNS} from postbox.endpoints e where e.id = $1"), &[&id])
         .await?;
-    let endpoint = row.as_ref().map(Endpoint::from).ok_or_else(|| not_found(id))?;
+    let endpoint = row.as_ref().map(Endpoint::try_from).transpose()?.ok_or_else(|| not_found(id))?;
     Ok(with_health(client, vec![endpoint]).await?.remove(0))
 }
 
@@ -163,14 +166,14 @@ async fn with_health(client: &Client, mut endpoints: Vec<Endpoint>) -> Result<Ve
         .iter()
         .map(|row| {
             let health = Health {
-                attempts_24h: row.get("attempts"),
-                succeeded_24h: row.get("succeeded"),
-                last_failure_at: row.get("last_failure_at"),
-                last_failure: row.get("last_failure"),
+                attempts_24h: row.try_get("attempts")?,
+                succeeded_24h: row.try_get("succeeded")?,
+                last_failure_at: row.try_get("last_failure_at")?,
+                last_failure: row.try_get("last_failure")?,
             };
-            (row.get("id"), health)
+            Ok((row.try_get("id")?, health))
         })
-        .collect();
+        .collect::<std::result::Result<_, tokio_postgres::Error>>()?;
     for endpoint in &mut endpoints {
         endpoint.health = health.remove(&endpoint.id);
     }
@@ -190,7 +193,7 @@ pub async fn create(client: &Client, new: &NewEndpoint) -> Result<Created> {
             &[&new.url, &event_types, &new.tenant, &new.filter, &headers, &new.description, &new.secret],
         )
         .await?;
-    Ok(Created { endpoint: Endpoint::from(&row), secret: row.get("secret") })
+    Ok(Created { endpoint: Endpoint::try_from(&row)?, secret: row.try_get("secret")? })
 }
 
 pub async fn update(client: &Client, id: Uuid, change: &EndpointUpdate) -> Result<Endpoint> {
@@ -225,7 +228,7 @@ pub async fn update(client: &Client, id: Uuid, change: &EndpointUpdate) -> Resul
             ],
         )
         .await?;
-    row.as_ref().map(Endpoint::from).ok_or_else(|| not_found(id))
+    row.as_ref().map(Endpoint::try_from).transpose()?.ok_or_else(|| not_found(id))
 }
 
 pub async fn set_enabled(client: &Client, id: Uuid, enabled: bool) -> Result<Endpoint> {
@@ -261,7 +264,7 @@ pub async fn replay(client: &Client, id: Uuid, since: &str) -> Result<i64> {
             client.query_one("select postbox.replay($1, $2::text::timestamptz)", &[&id, &since]).await?
         }
     };
-    Ok(row.get(0))
+    Ok(row.try_get(0)?)
 }
 
 fn not_found(id: Uuid) -> Error {

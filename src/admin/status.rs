@@ -50,11 +50,11 @@ const BACKLOG: &str = "select
 pub async fn backlog(client: &Client) -> Result<Backlog> {
     let row = client.query_one(BACKLOG, &[]).await?;
     Ok(Backlog {
-        undispatched_events: row.get("undispatched"),
-        pending_deliveries: row.get("pending"),
-        oldest_undispatched_age: row.get("oldest_undispatched"),
-        delivery_lag: row.get("lag"),
-        disabled_endpoints: row.get("disabled"),
+        undispatched_events: row.try_get("undispatched")?,
+        pending_deliveries: row.try_get("pending")?,
+        oldest_undispatched_age: row.try_get("oldest_undispatched")?,
+        delivery_lag: row.try_get("lag")?,
+        disabled_endpoints: row.try_get("disabled")?,
     })
 }
 
@@ -82,21 +82,25 @@ pub async fn status(client: &Client) -> Result<Status> {
         .await?;
     let (mut disabled, mut failing) = (Vec::new(), Vec::new());
     for row in &troubles {
-        let trouble = EndpointTrouble { id: row.get("id"), url: row.get("url"), detail: row.get("detail") };
-        if row.get::<_, bool>("enabled") {
+        let trouble = EndpointTrouble {
+            id: row.try_get("id")?,
+            url: row.try_get("url")?,
+            detail: row.try_get("detail")?,
+        };
+        if row.try_get::<_, bool>("enabled")? {
             failing.push(trouble)
         } else {
             disabled.push(trouble)
         }
     }
-    let attempts: i64 = minute.get("attempts");
-    let succeeded: i64 = minute.get("succeeded");
+    let attempts: i64 = minute.try_get("attempts")?;
+    let succeeded: i64 = minute.try_get("succeeded")?;
     Ok(Status {
-        undispatched_events: backlog.get("undispatched"),
-        oldest_undispatched_age_seconds: backlog.get("oldest_undispatched"),
-        pending_deliveries: backlog.get("pending"),
-        due_deliveries: backlog.get("due"),
-        delivery_lag_seconds: backlog.get("lag"),
+        undispatched_events: backlog.try_get("undispatched")?,
+        oldest_undispatched_age_seconds: backlog.try_get("oldest_undispatched")?,
+        pending_deliveries: backlog.try_get("pending")?,
+        due_deliveries: backlog.try_get("due")?,
+        delivery_lag_seconds: backlog.try_get("lag")?,
         last_minute: Throughput { attempts, succeeded, failed: attempts - succeeded },
         endpoints,
         failing_endpoints: failing,

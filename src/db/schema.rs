@@ -29,6 +29,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "queue_tuning",
         sql: include_str!("../../sql/migrations/0005_queue_tuning.sql"),
     },
+    Migration {
+        version: 6,
+        name: "trust_boundaries",
+        sql: include_str!("../../sql/migrations/0006_trust_boundaries.sql"),
+    },
 ];
 
 /// Key for `pg_advisory_xact_lock`: "postbox" in ASCII.
@@ -71,10 +76,10 @@ pub fn latest_version() -> i32 {
 /// The newest version installed in the database, 0 when none is.
 pub async fn installed_version(client: &impl tokio_postgres::GenericClient) -> Result<i32, Error> {
     let table = client.query_one("select to_regclass('postbox.schema_migrations') is not null", &[]).await?;
-    if !table.get::<_, bool>(0) {
+    if !table.try_get::<_, bool>(0)? {
         return Ok(0);
     }
     let row =
         client.query_one("select coalesce(max(version), 0) from postbox.schema_migrations", &[]).await?;
-    Ok(row.get(0))
+    Ok(row.try_get(0)?)
 }

@@ -1,6 +1,7 @@
 //! One webhook request, built from a claimed delivery: the JSON body, the
 //! Standard Webhooks headers and the endpoint's own headers.
 
+use reqwest::header::{HeaderName, HeaderValue};
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -26,6 +27,9 @@ pub struct Claimed {
     /// Current secret first, then a rotated-out one that is still valid.
     pub secrets: Vec<String>,
     pub headers: Value,
+    /// Why this delivery cannot be sent, whatever the receiver would say:
+    /// it ends as `failed` with this reason, and nothing is sent.
+    pub defect: Option<String>,
 }
 
 /// What goes on the wire.
@@ -67,11 +71,51 @@ pub fn build(delivery: &Claimed, timestamp: i64) -> Result<WebhookRequest, Strin
     ];
     if let Value::Object(extra) = &delivery.headers {
         for (name, value) in extra {
-            let value = value.as_str().ok_or_else(|| format!("header {name} is not a string"))?;
-            headers.push((name.to_ascii_lowercase(), value.to_owned()));
+            headers.push(endpoint_header(name, value)?);
         }
     }
     Ok(WebhookRequest { url: delivery.url.clone(), headers, body })
+}
+
+/// Headers an endpoint may not set: postbox's own, and those that frame the
+/// body or belong to one hop. The schema refuses them too; this holds for
+/// rows that went around its checks.
+const RESERVED_HEADERS: &[&str] = &[
+    "host",
+    "content-type",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "user-agent",
+    "te",
+    "upgrade",
+    "keep-alive",
+    "expect",
+    "trailer",
+    "proxy-authorization",
+    "proxy-authenticate",
+    "proxy-connection",
+    "content-encoding",
+];
+
+/// One of the endpoint's own headers, checked as HTTP will check it.
+fn endpoint_header(name: &str, value: &Value) -> Result<(String, String), String> {
+    let lower = name.to_ascii_lowercase();
+    let fix = "fix the endpoint's headers";
+    let value = value.as_str().ok_or_else(|| format!("header {name:?} is not a string: {fix}"))?;
+    if HeaderName::from_bytes(lower.as_bytes()).is_err() {
+        return Err(format!("header name {name:?} is not a valid HTTP header name: {fix}"));
+    }
+    if HeaderValue::from_str(value).is_err() {
+        return Err(format!("header {name:?} has a value HTTP cannot carry (control characters): {fix}"));
+    }
+    if RESERVED_HEADERS.contains(&lower.as_str())
+        || lower.starts_with("webhook-")
+        || lower.starts_with("postbox-")
+    {
+        return Err(format!("header {name:?} is set by postbox or belongs to one hop: {fix}"));
+    }
+    Ok((lower, value.to_owned()))
 }
 
 fn body(delivery: &Claimed) -> String {
@@ -136,6 +180,7 @@ mod tests {
             url: "https://example.com/hook".into(),
             secrets: vec!["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into()],
             headers: json!({"X-Team": "blue"}),
+            defect: None,
         }
     }
 
@@ -186,6 +231,24 @@ mod tests {
             "{}",
             &body[body.len() - 80..]
         );
+    }
+
+    #[test]
+    fn headers_http_cannot_carry_or_that_belong_to_one_hop_are_errors() {
+        for (headers, expected) in [
+            (json!({"X-Bell": "a\u{7}b"}), "control characters"),
+            (json!({"X-Line": "a\r\nInjected: 1"}), "control characters"),
+            (json!({"Bad Name": "x"}), "not a valid HTTP header name"),
+            (json!({"Transfer-Encoding": "chunked"}), "belongs to one hop"),
+            (json!({"TE": "trailers"}), "belongs to one hop"),
+            (json!({"Webhook-Signature": "v1,forged"}), "set by postbox"),
+            (json!({"X-Number": 7}), "not a string"),
+        ] {
+            let mut delivery = claimed();
+            delivery.headers = headers.clone();
+            let err = build(&delivery, 0).unwrap_err();
+            assert!(err.contains(expected) && err.contains("fix the endpoint's headers"), "{headers}: {err}");
+        }
     }
 
     #[test]

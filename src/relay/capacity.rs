@@ -209,6 +209,7 @@ mod tests {
             url: "https://example.com/".into(),
             secrets: vec![],
             headers: serde_json::json!({}),
+            defect: None,
         }
     }
 

@@ -145,7 +145,10 @@ impl Deliverer {
                 &[&(room.size() as i64), &lease, &lease_token, &room.busy, &room.free, &room.endpoint_cap],
             )
             .await?;
-        let claimed = rows.iter().map(|row| claimed_from_row(row, lease_token)).collect();
+        let claimed = rows
+            .iter()
+            .map(|row| claimed_from_row(row, lease_token))
+            .collect::<std::result::Result<_, _>>()?;
         Ok(self.capacity.take(room, claimed))
     }
 
@@ -157,7 +160,14 @@ impl Deliverer {
         let started_at = SystemTime::now();
         let timestamp = started_at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
         let clock = Instant::now();
-        let (request_headers, result) = match webhook::build(&delivery, timestamp) {
+        let request = match &delivery.defect {
+            Some(defect) => Err(defect.clone()),
+            None => webhook::build(&delivery, timestamp),
+        };
+        // A request that cannot be built will not become sendable by waiting:
+        // it ends the delivery at once, with the reason.
+        let unsendable = request.is_err();
+        let (request_headers, result) = match request {
             Ok(request) => {
                 let sent_headers =
                     headers_json(request.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())));
@@ -203,7 +213,10 @@ impl Deliverer {
                 record(decision, Some(status), Some(headers), Some(body), None)
             }
             Err(error) => {
-                let decision = self.config.retry.decide(attempt_number, None, None);
+                let decision = match unsendable {
+                    true => Decision::Failed,
+                    false => self.config.retry.decide(attempt_number, None, None),
+                };
                 warn!(%error, ?decision, "delivery failed");
                 record(decision, None, None, None, Some(error))
             }
@@ -434,22 +447,56 @@ impl Deliverer {
 
 /// A leased delivery's request, from a row of a statement that leased it
 /// under `lease_token` (a claim, or a dispatch pass).
-pub fn claimed_from_row(row: &Row, lease_token: Uuid) -> Claimed {
-    Claimed {
-        id: row.get("id"),
-        lease_token,
-        endpoint_id: row.get("endpoint_id"),
-        attempt_number: row.get("attempt_number"),
-        event_id: row.get("event_id"),
-        event_type: row.get("event_type"),
-        occurred_at: row.get("occurred_at"),
-        payload: row.get("payload"),
-        previous: row.get("previous"),
-        actor: row.get("actor"),
-        url: row.get("url"),
-        secrets: row.get("secrets"),
-        headers: row.get("headers"),
+///
+/// `Err` only when the relay's own columns (ids, attempt number) cannot be
+/// read. A value a writer or operator stored that cannot be sent (a time RFC
+/// 3339 cannot express, JSON nested too deeply to parse) becomes the
+/// delivery's [`Claimed::defect`], which ends that one delivery.
+pub fn claimed_from_row(row: &Row, lease_token: Uuid) -> std::result::Result<Claimed, tokio_postgres::Error> {
+    let mut defects = Vec::new();
+    let outside = |name: &str, defects: &mut Vec<String>| -> Option<String> {
+        row.try_get::<_, Option<String>>(name).unwrap_or_else(|err| {
+            defects.push(format!("{name} cannot be read: {err}"));
+            None
+        })
+    };
+    let event_type = outside("event_type", &mut defects).unwrap_or_default();
+    let occurred_at = outside("occurred_at", &mut defects).unwrap_or_else(|| {
+        defects
+            .push("occurred_at cannot be sent: webhook timestamps are RFC 3339, years 0001 to 9999".into());
+        String::new()
+    });
+    let payload = outside("payload", &mut defects).unwrap_or_default();
+    let previous = outside("previous", &mut defects);
+    let actor = outside("actor", &mut defects);
+    let url = outside("url", &mut defects).unwrap_or_default();
+    let secrets = row.try_get::<_, Option<Vec<Option<String>>>>("secrets").unwrap_or_else(|err| {
+        defects.push(format!("the endpoint's secrets cannot be read: {err}"));
+        None
+    });
+    let headers = row.try_get::<_, Option<Value>>("headers").unwrap_or_else(|err| {
+        defects.push(format!("the endpoint's headers cannot be read: {err}"));
+        None
+    });
+    if let Some(reason) = row.try_get::<_, Option<String>>("unsendable").ok().flatten() {
+        defects.push(reason);
     }
+    Ok(Claimed {
+        id: row.try_get("id")?,
+        lease_token,
+        endpoint_id: row.try_get("endpoint_id")?,
+        attempt_number: row.try_get("attempt_number")?,
+        event_id: row.try_get("event_id")?,
+        event_type,
+        occurred_at,
+        payload,
+        previous,
+        actor,
+        url,
+        secrets: secrets.unwrap_or_default().into_iter().flatten().collect(),
+        headers: headers.unwrap_or(Value::Null),
+        defect: (!defects.is_empty()).then(|| defects.join("; ")),
+    })
 }
 
 fn headers_json<'a>(headers: impl Iterator<Item = (&'a str, &'a str)>) -> Value {

@@ -196,17 +196,18 @@ impl Dispatcher {
         drop(client);
         let counts = rows.first().expect("the dispatch statement returns its counts");
         let dispatched = Dispatched {
-            events: counts.get("events"),
-            deliveries: counts.get("deliveries"),
-            unleased: counts.get("unleased"),
+            events: counts.try_get("events")?,
+            deliveries: counts.try_get("deliveries")?,
+            unleased: counts.try_get("unleased")?,
             limit: limit as i64,
         };
         if let (Some(deliverer), Some(room)) = (&self.deliverer, room) {
-            let leased = rows
-                .iter()
-                .filter(|row| row.get::<_, Option<Uuid>>("id").is_some())
-                .map(|row| deliverer::claimed_from_row(row, lease_token))
-                .collect();
+            let mut leased = Vec::new();
+            for row in &rows {
+                if row.try_get::<_, Option<Uuid>>("id")?.is_some() {
+                    leased.push(deliverer::claimed_from_row(row, lease_token)?);
+                }
+            }
             deliverer.hand_over(deliverer.capacity().take(room, leased));
         }
         self.metrics.dispatched(dispatched.events, dispatched.deliveries);

@@ -116,9 +116,9 @@ pub async fn prune(
     let (mut after, mut total) = (0_i64, 0_u64);
     while !shutdown.is_cancelled() {
         let row = client.query_one(&statement, &[&after, &seconds, &batch]).await?;
-        let Some(last_id) = row.get::<_, Option<i64>>("last_id") else { break };
-        total += row.get::<_, i64>("pruned") as u64;
-        if row.get("reached_recent") {
+        let Some(last_id) = row.try_get::<_, Option<i64>>("last_id")? else { break };
+        total += row.try_get::<_, i64>("pruned")? as u64;
+        if row.try_get("reached_recent")? {
             break;
         }
         after = last_id;

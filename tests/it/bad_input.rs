@@ -29,7 +29,7 @@ async fn a_deeply_nested_payload_is_delivered_byte_for_byte() {
 
 #[tokio::test]
 async fn an_oversized_payload_is_refused_at_write_time_and_the_limit_can_be_raised() {
-    let mut app = TestApp::new().await;
+    let app = TestApp::new().await;
     app.register("a.b").await;
     let big = json!({ "blob": "x".repeat(2 * 1024 * 1024) });
     let err = app.sql.execute("select postbox.emit('a.b', $1)", &[&big]).await.unwrap_err();
@@ -37,10 +37,12 @@ async fn an_oversized_payload_is_refused_at_write_time_and_the_limit_can_be_rais
     assert!(message.contains("more than the limit of 1048576 bytes"), "{message}");
     assert_eq!(app.count("select count(*) from postbox.outbox").await, 0);
 
-    let tx = app.sql.transaction().await.unwrap();
-    tx.batch_execute("set local postbox.max_payload_bytes = 4194304").await.unwrap();
-    tx.execute("select postbox.emit('a.b', $1)", &[&big]).await.unwrap();
-    tx.commit().await.unwrap();
+    // The DBA's setting for the database, not a session's (see trust.rs).
+    app.sql
+        .batch_execute(&format!("alter database {} set postbox.max_payload_bytes = 4194304", app.db.name))
+        .await
+        .unwrap();
+    app.sql.execute("select postbox.emit('a.b', $1)", &[&big]).await.unwrap();
     assert_eq!(app.count("select count(*) from postbox.outbox").await, 1);
 }
 

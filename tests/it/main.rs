@@ -25,5 +25,6 @@ mod schema;
 mod sql_functions;
 mod support;
 mod triggers;
+mod trust;
 mod wakeup;
 mod web;

@@ -168,3 +168,102 @@ async fn attempts_live_in_day_partitions_and_outlived_days_are_dropped_whole() {
     let ahead = "select count(*) from pg_class where relname = 'attempts_' || to_char(now() at time zone 'UTC' + interval '3 days', 'YYYYMMDD')";
     assert_eq!(app.count(ahead).await, 1, "partitions are made ahead");
 }
+
+#[tokio::test]
+async fn a_time_a_writer_chose_neither_stops_nor_steers_pruning() {
+    let app = TestApp::new().await;
+    app.register("a.b").await;
+    let endpoint = app.subscribe("https://example.com/hooks", &["*"]).await;
+    // Dispatched 40 days ago, but the writer dated it in the year 2999.
+    let future_dated = event(&app, endpoint, 40, Some("succeeded")).await;
+    app.sql
+        .execute("update postbox.outbox set occurred_at = '2999-01-01' where event_id = $1", &[&future_dated])
+        .await
+        .unwrap();
+    for _ in 0..5 {
+        event(&app, endpoint, 40, Some("succeeded")).await;
+    }
+    // Dated long ago by its writer, but dispatched just now.
+    let backdated = event(&app, endpoint, 0, Some("succeeded")).await;
+    app.sql
+        .execute("update postbox.outbox set occurred_at = '1970-01-01' where event_id = $1", &[&backdated])
+        .await
+        .unwrap();
+
+    let pruned = postbox::relay::retention::prune(
+        &app.sql,
+        Duration::from_secs(30 * 86400),
+        2,
+        &CancellationToken::new(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(pruned, 6, "every event dispatched 40 days ago goes, the one dated 2999 too");
+    let remaining: Vec<Uuid> = app
+        .sql
+        .query("select event_id from postbox.outbox", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(remaining, [backdated], "an event dispatched today stays, whatever its occurred_at");
+}
+
+/// A prune that waits on a replay's lock must see what the replay did.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_committed_while_a_prune_waits_is_not_pruned() {
+    let app = TestApp::new().await;
+    app.register("a.b").await;
+    let endpoint = app.subscribe("https://example.com/hooks", &["*"]).await;
+    let replayed = event(&app, endpoint, 40, Some("failed")).await;
+    let redelivered = event(&app, endpoint, 40, Some("failed")).await;
+    let delivery: Uuid = app
+        .sql
+        .query_one("select id from postbox.deliveries where event_id = $1", &[&redelivered])
+        .await
+        .unwrap()
+        .get(0);
+
+    let mut operator = app.db.connect().await;
+    let tx = operator.transaction().await.unwrap();
+    tx.execute("select postbox.replay($1, now() - interval '41 days')", &[&endpoint]).await.unwrap();
+    tx.execute("select postbox.redeliver($1)", &[&delivery]).await.unwrap();
+
+    let pruner = app.db.connect().await;
+    let prune = tokio::spawn(async move {
+        postbox::relay::retention::prune(
+            &pruner,
+            Duration::from_secs(30 * 86400),
+            100,
+            &CancellationToken::new(),
+        )
+        .await
+    });
+    app.wait_for_count(
+        &format!(
+            "select count(*) from pg_stat_activity where datname = '{}' and wait_event_type = 'Lock'",
+            app.db.name
+        ),
+        1,
+        Duration::from_secs(10),
+    )
+    .await;
+    tx.commit().await.unwrap();
+    let pruned = tokio::time::timeout(Duration::from_secs(10), prune)
+        .await
+        .expect("the prune finishes once the replay commits")
+        .unwrap()
+        .unwrap();
+
+    assert_eq!(pruned, 0, "both events were scheduled again before the prune could decide");
+    for event in [replayed, redelivered] {
+        let status: String = app
+            .sql
+            .query_one("select status from postbox.deliveries where event_id = $1", &[&event])
+            .await
+            .expect("the delivery is still there")
+            .get(0);
+        assert_eq!(status, "pending");
+    }
+}

@@ -1,0 +1,291 @@
+//! Trust boundaries (docs/security.md): what an app writer, an operator's
+//! stored values or a database role can put in front of the relay must
+//! neither stop it nor get past the schema's checks.
+
+use std::time::Duration;
+
+use serde_json::json;
+use tokio_postgres::Client;
+use uuid::Uuid;
+
+use crate::support::{app::test_settings, relay::InProcessRelay, Receiver, TestApp};
+
+/// A connection acting as an app that is only `postbox_writer`.
+async fn writer(app: &TestApp) -> Client {
+    let writer = app.db.connect().await;
+    writer.batch_execute("set role postbox_writer").await.unwrap();
+    writer
+}
+
+fn db_message(err: &tokio_postgres::Error) -> String {
+    err.as_db_error().map(|e| e.message().to_owned()).unwrap_or_else(|| err.to_string())
+}
+
+#[tokio::test]
+async fn a_writer_cannot_store_a_time_no_webhook_can_carry() {
+    let app = TestApp::new().await;
+    app.register("h.x").await;
+    let writer = writer(&app).await;
+    for time in ["infinity", "-infinity", "10000-01-01 00:00:00+00", "0044-03-15 00:00:00+00 BC"] {
+        let err = writer
+            .execute(
+                "insert into postbox.outbox (event_type, payload, occurred_at) values ('h.x', '{}', $1::text::timestamptz)",
+                &[&time],
+            )
+            .await
+            .expect_err(time);
+        assert!(db_message(&err).contains("RFC 3339, years 0001 to 9999"), "{time}: {}", db_message(&err));
+    }
+    writer
+        .execute(
+            "insert into postbox.outbox (event_type, payload, occurred_at) values ('h.x', '{}', '9999-12-31 23:59:59+00')",
+            &[],
+        )
+        .await
+        .expect("the last second of year 9999 is a valid time");
+}
+
+/// Rows from before the schema checked (or written around its checks) must
+/// not stop the relay: the one delivery fails with a reason, every other
+/// event arrives, the API can show it and the relay stays ready.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unsendable_row_fails_alone_and_the_relay_keeps_delivering() {
+    let app = TestApp::new().await;
+    app.register("h.x").await;
+    let mut receiver = Receiver::start().await;
+    app.subscribe(&receiver.url("/"), &["*"]).await;
+    app.sql
+        .batch_execute(
+            "alter table postbox.outbox disable trigger outbox_validate;
+             insert into postbox.outbox (event_type, payload, occurred_at) values
+                 ('h.x', '{\"n\": \"inf\"}', 'infinity'),
+                 ('h.x', '{\"n\": \"-inf\"}', '-infinity'),
+                 ('h.x', '{\"n\": \"bc\"}', '0044-03-15 BC'),
+                 ('h.x', '{\"n\": \"far\"}', '12000-01-01');
+             alter table postbox.outbox enable trigger outbox_validate;",
+        )
+        .await
+        .unwrap();
+    let relay = InProcessRelay::start(test_settings(&app.db.url, &[])).await;
+    app.emit("h.x", json!({"n": "normal"})).await;
+
+    let received = receiver.recv().await;
+    assert_eq!(received.json()["data"], json!({"n": "normal"}), "only the sendable event is sent");
+    app.wait_for_count(
+        "select count(*) from postbox.deliveries where status = 'failed'",
+        4,
+        Duration::from_secs(10),
+    )
+    .await;
+    let failed = app
+        .sql
+        .query(
+            "select d.id, d.last_error, d.attempt_count from postbox.deliveries d where d.status = 'failed'",
+            &[],
+        )
+        .await
+        .unwrap();
+    for row in &failed {
+        let error: String = row.get("last_error");
+        assert!(error.contains("occurred_at cannot be sent"), "{error}");
+        assert_eq!(row.get::<_, i32>("attempt_count"), 1, "failed at once, not retried");
+    }
+
+    let http = reqwest::Client::new();
+    let id: Uuid = failed[0].get("id");
+    let shown = http.get(format!("{}/api/v1/deliveries/{id}", relay.base)).send().await.unwrap();
+    assert_eq!(shown.status(), 200, "the API shows an unsendable delivery");
+    let shown: serde_json::Value = serde_json::from_str(&shown.text().await.unwrap()).unwrap();
+    assert!(shown["attempts"][0]["error"].as_str().unwrap().contains("occurred_at"), "{shown}");
+    let ready = http.get(format!("{}/readyz", relay.base)).send().await.unwrap();
+    assert_eq!(ready.status(), 200);
+
+    // The relay goes on: a later event arrives too.
+    app.emit("h.x", json!({"n": "later"})).await;
+    assert_eq!(receiver.recv().await.json()["data"], json!({"n": "later"}));
+    assert!(receiver.drain().is_empty(), "nothing else was sent");
+    relay.stop().await;
+}
+
+#[tokio::test]
+async fn an_endpoint_header_http_cannot_carry_fails_its_deliveries_with_the_reason() {
+    let app = TestApp::new().await;
+    let mut receiver = Receiver::start().await;
+    app.register("a.b").await;
+    let broken = app.subscribe(&receiver.url("/broken"), &["*"]).await;
+    let fine = app.subscribe(&receiver.url("/fine"), &["*"]).await;
+    let refused = app
+        .sql
+        .execute(
+            "update postbox.endpoints set headers = '{\"X-A\": \"a\\u0007b\"}' where id = $1",
+            &[&broken],
+        )
+        .await
+        .expect_err("the schema refuses control characters in header values");
+    assert!(db_message(&refused).contains("without control characters"), "{}", db_message(&refused));
+    let refused = app
+        .sql
+        .execute("update postbox.endpoints set headers = '{\"Upgrade\": \"h2c\"}' where id = $1", &[&broken])
+        .await
+        .expect_err("the schema refuses hop-by-hop headers");
+    assert!(db_message(&refused).contains("belongs to one hop"), "{}", db_message(&refused));
+
+    // Around the checks, as a row from an older schema could be.
+    app.sql
+        .batch_execute(&format!(
+            "alter table postbox.endpoints disable trigger endpoints_validate;
+             update postbox.endpoints set headers = '{{\"X-A\": \"a\\u0007b\"}}' where id = '{broken}';
+             alter table postbox.endpoints enable trigger endpoints_validate;"
+        ))
+        .await
+        .unwrap();
+    let event = app.emit("a.b", json!({})).await;
+    app.dispatch().await;
+    assert_eq!(app.deliver().await, 2);
+    assert_eq!(app.delivery_state(event, broken).await, ("failed".into(), 1));
+    let error = app.attempts(event, broken).await[0].1.clone().unwrap();
+    assert!(error.contains("control characters") && error.contains("fix the endpoint's headers"), "{error}");
+    assert_eq!(app.delivery_state(event, fine).await.0, "succeeded");
+    assert_eq!(receiver.recv().await.path, "/fine");
+}
+
+#[tokio::test]
+async fn writers_cannot_emit_the_reserved_postbox_types() {
+    let app = TestApp::new().await;
+    let writer = writer(&app).await;
+    for sql in [
+        "insert into postbox.outbox (event_type, payload) values ('postbox.ping', '{}')",
+        "select postbox.emit('postbox.ping', '{}')",
+    ] {
+        let err = writer.execute(sql, &[]).await.expect_err(sql);
+        assert!(db_message(&err).contains("is reserved"), "{sql}: {}", db_message(&err));
+    }
+    // postbox itself still can: an admin's ping.
+    let endpoint = app.subscribe("https://example.com/", &["*"]).await;
+    let admin = app.db.connect().await;
+    admin.batch_execute("set role postbox_admin").await.unwrap();
+    admin.execute("select postbox.ping($1)", &[&endpoint]).await.expect("an admin pings an endpoint");
+}
+
+#[tokio::test]
+async fn the_payload_limit_measures_what_is_sent_and_only_a_dba_can_raise_it() {
+    let app = TestApp::new().await;
+    app.register("a.b").await;
+    let writer = writer(&app).await;
+    // 3 MB of one repeated character compresses to almost nothing on disk.
+    let compressible = json!({"blob": "x".repeat(3_000_000)});
+    let err = writer.execute("select postbox.emit('a.b', $1)", &[&compressible]).await.expect_err("3 MB");
+    assert!(db_message(&err).contains("more than the limit of 1048576 bytes"), "{}", db_message(&err));
+
+    let err = writer
+        .batch_execute(&format!(
+            "begin; set local postbox.max_payload_bytes = 99999999;
+             insert into postbox.outbox (event_type, payload) values ('a.b', '{compressible}');"
+        ))
+        .await
+        .expect_err("a writer's own SET does not raise the limit");
+    assert!(db_message(&err).contains("more than the limit"), "{}", db_message(&err));
+    writer.batch_execute("rollback").await.unwrap();
+
+    let big_actor = json!({"blob": "y".repeat(2_000_000)});
+    let err = writer
+        .execute("select postbox.emit('a.b', '{}', actor => $1)", &[&big_actor])
+        .await
+        .expect_err("the actor counts");
+    assert!(db_message(&err).contains("more than the limit"), "{}", db_message(&err));
+
+    app.sql
+        .batch_execute(&format!("alter database {} set postbox.max_payload_bytes = 4194304", app.db.name))
+        .await
+        .unwrap();
+    let raised = app.db.connect().await;
+    raised.batch_execute("set role postbox_writer").await.unwrap();
+    raised
+        .execute("select postbox.emit('a.b', $1)", &[&compressible])
+        .await
+        .expect("the DBA raised the limit");
+}
+
+#[tokio::test]
+async fn subscribing_refuses_what_the_relay_would_refuse_however_it_is_spelled() {
+    let app = TestApp::new().await;
+    app.sql.batch_execute("update postbox.network_policy set allow_private = false").await.unwrap();
+    for url in [
+        "http://127.0.0.%31/",
+        "http://127%2e0%2e0%2e1/",
+        "http://[::ffff:0:7f00:1]/",
+        "http://[64:ff9b:1::a00:1]/",
+    ] {
+        let err = app.sql.execute("select postbox.subscribe($1)", &[&url]).await.expect_err(url);
+        let message = db_message(&err);
+        assert!(
+            message.contains("percent-encoding") || message.contains("network policy"),
+            "{url}: {message}"
+        );
+    }
+    // A key of 25 bytes: base64 ends in two padding characters, and the last
+    // character before them carries four bits that must be zero.
+    let canonical = "whsec_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA==";
+    let trailing_bits = "whsec_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAB==";
+    app.sql
+        .execute("select postbox.subscribe('https://example.com/', secret => $1)", &[&canonical])
+        .await
+        .unwrap();
+    let err = app
+        .sql
+        .execute("select postbox.subscribe('https://example.com/', secret => $1)", &[&trailing_bits])
+        .await
+        .expect_err("non-canonical base64");
+    assert!(db_message(&err).contains("not canonical base64"), "{}", db_message(&err));
+}
+
+#[tokio::test]
+async fn no_postbox_function_is_executable_by_public() {
+    let app = TestApp::new().await;
+    let rows = app
+        .sql
+        .query(
+            "select p.oid::regprocedure::text from pg_proc p
+             where p.pronamespace = 'postbox'::regnamespace
+               and (p.proacl is null
+                    or exists (select 1 from aclexplode(p.proacl) a where a.grantee = 0 and a.privilege_type = 'EXECUTE'))",
+            &[],
+        )
+        .await
+        .unwrap();
+    let public: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+    assert!(public.is_empty(), "executable by PUBLIC: {public:?}");
+    // And a role with no postbox grant cannot call them.
+    let stranger = format!("stranger_{}", Uuid::new_v4().simple());
+    app.sql
+        .batch_execute(&format!("create role {stranger}; grant usage on schema postbox to {stranger}"))
+        .await
+        .unwrap();
+    let client = app.db.connect().await;
+    client.batch_execute(&format!("set role {stranger}")).await.unwrap();
+    let err = client.execute("select postbox.generate_secret()", &[]).await.expect_err("no grant");
+    assert!(db_message(&err).contains("permission denied"), "{}", db_message(&err));
+    client.batch_execute("reset role").await.unwrap();
+    app.sql
+        .batch_execute(&format!("revoke usage on schema postbox from {stranger}; drop role {stranger}"))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_composite_key_gives_an_unambiguous_subject_id() {
+    let app = TestApp::new().await;
+    app.sql
+        .batch_execute(
+            "create table pairs (a text, b text, primary key (a, b));
+             select postbox.track('pairs');
+             insert into pairs values ('1,k', '2'), ('1', 'k,2');",
+        )
+        .await
+        .unwrap();
+    let rows = app.sql.query("select subject_id from postbox.outbox order by id", &[]).await.unwrap();
+    let ids: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+    assert_eq!(ids, [r#"["1,k", "2"]"#, r#"["1", "k,2"]"#]);
+    let decoded: Vec<Vec<String>> = ids.iter().map(|id| serde_json::from_str(id).unwrap()).collect();
+    assert_ne!(decoded[0], decoded[1]);
+}
