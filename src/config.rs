@@ -98,7 +98,14 @@ pub struct AdminSettings {
     pub listen: SocketAddr,
     #[serde(deserialize_with = "optional_secret")]
     pub token: Option<Secret>,
+    /// Host names the admin server answers to besides IP literals and
+    /// localhost (a browser reaching it under any other name is refused).
+    #[serde(deserialize_with = "string_list")]
+    pub allowed_hosts: Vec<String>,
 }
+
+/// The shortest admin token accepted off loopback: a guessable token is no guard.
+pub const MIN_TOKEN_BYTES: usize = 16;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -192,6 +199,14 @@ impl Settings {
                 ),
             );
         }
+        if let Some(token) = &self.admin.token {
+            if !self.admin.listen.ip().is_loopback() && token.expose().len() < MIN_TOKEN_BYTES {
+                return invalid(
+                    "admin.token",
+                    format!("must be at least {MIN_TOKEN_BYTES} bytes when admin.listen is off loopback"),
+                );
+            }
+        }
         if self.delivery.timeout.is_zero() {
             return invalid("delivery.timeout", "must be longer than 0s".into());
         }
@@ -255,6 +270,7 @@ impl Settings {
                 self.network.allow_cidrs.iter().map(ToString::to_string).collect::<Vec<_>>().join(",").into(),
             ),
             ("admin.listen", self.admin.listen.to_string().into()),
+            ("admin.allowed_hosts", self.admin.allowed_hosts.join(",").into()),
             ("admin.token", self.admin.token.as_ref().map(|_| "***").into()),
             ("retention.period", d(self.retention.period)),
             ("retention.interval", d(self.retention.interval)),
@@ -365,6 +381,11 @@ fn duration_list<'de, D: Deserializer<'de>>(de: D) -> Result<Vec<Duration>, D::E
         .map(parse_duration)
         .collect::<Result<_, _>>()
         .map_err(de::Error::custom)
+}
+
+fn string_list<'de, D: Deserializer<'de>>(de: D) -> Result<Vec<String>, D::Error> {
+    let text = String::deserialize(de)?;
+    Ok(text.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect())
 }
 
 fn cidr_list<'de, D: Deserializer<'de>>(de: D) -> Result<Vec<ipnet::IpNet>, D::Error> {

@@ -169,6 +169,7 @@ impl Relay {
             metrics: Arc::clone(&metrics),
             token: settings.admin.token.clone(),
             listen: admin.local_addr().expect("a bound listener has an address"),
+            allowed_hosts: settings.admin.allowed_hosts.clone(),
         };
         info!(address = %state.listen, "admin HTTP listening");
         let admin_server = tokio::spawn(api::serve(admin, state, shutdown.clone()));

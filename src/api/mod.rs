@@ -4,6 +4,7 @@
 mod deliveries;
 mod endpoints;
 mod event_types;
+pub mod guard;
 mod health;
 mod web;
 
@@ -25,7 +26,7 @@ use serde_json::json;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::{admin, config::Secret, delivery::signing, metrics::Metrics};
+use crate::{admin, config::Secret, metrics::Metrics};
 
 #[derive(Clone)]
 pub struct ApiState {
@@ -35,6 +36,8 @@ pub struct ApiState {
     pub token: Option<Secret>,
     /// The address actually bound: without a token, only loopback serves the API.
     pub listen: SocketAddr,
+    /// Host names served besides IP literals and localhost (`admin.allowed_hosts`).
+    pub allowed_hosts: Vec<String>,
 }
 
 pub fn router(state: ApiState) -> Router {
@@ -60,6 +63,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/metrics", get(health::metrics))
         .nest("/api/v1", api)
         .merge(web::routes())
+        .layer(middleware::from_fn_with_state(state.clone(), guard::same_site_only))
         .with_state(state)
 }
 
@@ -84,13 +88,8 @@ pub async fn serve(
 async fn require_token(State(state): State<ApiState>, request: Request, next: Next) -> Response {
     match &state.token {
         Some(token) => {
-            let given = request
-                .headers()
-                .get(header::AUTHORIZATION)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer "))
-                .unwrap_or_default();
-            if !signing::constant_time_eq(given.as_bytes(), token.expose().as_bytes()) {
+            let given = guard::bearer(request.headers()).unwrap_or_default();
+            if !guard::token_matches(given, token.expose()) {
                 return ApiError::Unauthorized("missing or wrong bearer token".into()).into_response();
             }
         }

@@ -34,10 +34,30 @@ fn compose_runs_postgres_then_migrate_then_the_relay_and_a_verifying_receiver() 
     assert_eq!(services["migrate"]["depends_on"]["postgres"]["condition"], "service_healthy");
     assert_eq!(services["relay"]["depends_on"]["migrate"]["condition"], "service_completed_successfully");
     assert_eq!(services["migrate"]["command"][0], "migrate");
-    assert_eq!(services["relay"]["command"][0], "run");
+    let start = services["relay"]["command"][0].as_str().expect("the relay starts from a shell script");
+    assert!(start.trim_end().ends_with("exec postbox run"), "{start}");
+
+    // The script makes a random admin token unless one is given: run it (as
+    // compose would, `$$` being `$`) up to the relay itself.
+    let token_of = |given: &str| {
+        let script =
+            start.replace("$$", "$").replace("exec postbox run", "printf %s \"$POSTBOX_ADMIN__TOKEN\"");
+        let out = std::process::Command::new("sh")
+            .args(["-c", &script])
+            .env("POSTBOX_ADMIN__TOKEN", given)
+            .output()
+            .expect("sh runs");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap().lines().last().unwrap_or_default().to_owned()
+    };
+    let (first, second) = (token_of(""), token_of(""));
+    assert!(first.len() >= 32 && first != second, "a fresh random token each start: {first:?} {second:?}");
+    assert_eq!(token_of("chosen-by-the-operator"), "chosen-by-the-operator");
 
     // Every setting the relay gets is one `postbox run` accepts.
-    let relay_env = environment(&services["relay"]);
+    let mut relay_env = environment(&services["relay"]);
+    assert_eq!(relay_env["POSTBOX_ADMIN__TOKEN"], "${POSTBOX_ADMIN_TOKEN:-}");
+    relay_env.insert("POSTBOX_ADMIN__TOKEN".into(), first);
     let settings = postbox::config::Settings::load_from(None, relay_env.clone())
         .unwrap_or_else(|err| panic!("the relay's environment in docker-compose.yml is invalid: {err}"));
     assert!(settings.network.allow_private, "the receiver is on the compose network, a private address");

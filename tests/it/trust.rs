@@ -289,3 +289,94 @@ async fn a_composite_key_gives_an_unambiguous_subject_id() {
     let decoded: Vec<Vec<String>> = ids.iter().map(|id| serde_json::from_str(id).unwrap()).collect();
     assert_ne!(decoded[0], decoded[1]);
 }
+
+/// A web page must not drive the admin server: not under a name of its own
+/// (DNS rebinding), not with a cross-site request, bodyless or not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_web_page_cannot_read_or_change_anything_through_the_admin_server() {
+    let app = TestApp::new().await;
+    app.register("a.b").await;
+    let endpoint = app.subscribe("https://example.com/hooks", &["*"]).await;
+    let relay = InProcessRelay::start(test_settings(&app.db.url, &[])).await;
+    let base = &relay.base;
+    let http = reqwest::Client::new();
+
+    let rebound = http
+        .get(format!("{base}/api/v1/endpoints"))
+        .header("host", "rebind.attacker.example:8080")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rebound.status(), 421, "a name the operator did not configure is refused");
+    assert!(!rebound.text().await.unwrap().contains("example.com/hooks"));
+    let page = http.get(format!("{base}/")).header("host", "rebind.attacker.example").send().await.unwrap();
+    assert_eq!(page.status(), 421, "the page too");
+
+    let created = http
+        .post(format!("{base}/api/v1/endpoints"))
+        .header("origin", "http://evil.example")
+        .header("content-type", "application/json")
+        .body(json!({"url": "https://evil.example/collect"}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 403);
+    assert!(created.text().await.unwrap().contains("cross-site"));
+    for action in ["test", "disable", "rotate-secret"] {
+        let response = http
+            .post(format!("{base}/api/v1/endpoints/{endpoint}/{action}"))
+            .header("sec-fetch-site", "cross-site")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 403, "bodyless {action}");
+    }
+    assert_eq!(app.count("select count(*) from postbox.endpoints").await, 1, "nothing was created");
+    assert_eq!(app.count("select count(*) from postbox.endpoints where enabled").await, 1, "nor disabled");
+
+    // The page itself (same origin) and scripts (no Origin) still work.
+    let same_origin = http
+        .post(format!("{base}/api/v1/endpoints/{endpoint}/disable"))
+        .header("origin", base.as_str())
+        .header("sec-fetch-site", "same-origin")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(same_origin.status(), 200, "{}", same_origin.text().await.unwrap());
+    relay.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_token_is_taken_in_any_case_and_must_be_long_off_loopback() {
+    let app = TestApp::new().await;
+    let token = "a-long-enough-admin-token";
+    let relay = InProcessRelay::start(test_settings(&app.db.url, &[("POSTBOX_ADMIN__TOKEN", token)])).await;
+    let http = reqwest::Client::new();
+    for authorization in [format!("Bearer {token}"), format!("bearer {token}"), format!("BEARER {token}")] {
+        let response = http
+            .get(format!("{}/api/v1/endpoints", relay.base))
+            .header("authorization", authorization.as_str())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{authorization}");
+    }
+    for wrong in ["Bearer a-long-enough-admin-toke", "Bearer ", "Basic YTpi", ""] {
+        let response = http
+            .get(format!("{}/api/v1/endpoints", relay.base))
+            .header("authorization", wrong)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 401, "{wrong:?}");
+    }
+    relay.stop().await;
+
+    let env = vec![
+        ("DATABASE_URL".to_owned(), app.db.url.clone()),
+        ("POSTBOX_ADMIN__LISTEN".to_owned(), "0.0.0.0:0".to_owned()),
+        ("POSTBOX_ADMIN__TOKEN".to_owned(), "change-me".to_owned()),
+    ];
+    let err = postbox::config::Settings::load_from(None, env).expect_err("a short token off loopback");
+    assert!(err.to_string().contains("admin.token") && err.to_string().contains("16 bytes"), "{err}");
+}
