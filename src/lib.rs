@@ -59,6 +59,7 @@ use crate::{
         deliverer::{Deliverer, DelivererConfig},
         dispatcher::{Dispatcher, DispatcherConfig},
         retention::{self, RetentionConfig},
+        supervisor::{self, Liveness},
         wakeup::Wakeup,
     },
 };
@@ -73,6 +74,8 @@ pub enum Error {
     Http(#[from] reqwest::Error),
     #[error("cannot listen on {address} (admin.listen): {source}")]
     Listen { address: SocketAddr, source: std::io::Error },
+    #[error(transparent)]
+    TaskFailed(#[from] supervisor::TaskFailed),
 }
 
 impl Settings {
@@ -164,48 +167,56 @@ impl Relay {
     /// the deliverer and (in notify mode) the LISTEN connection side by side.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), Error> {
         let Relay { settings, pool, admin_pool, sender, admin, metrics } = self;
+        let liveness = Arc::new(Liveness::new(settings.relay.poll_interval));
         let state = ApiState {
             pool: admin_pool.clone(),
             metrics: Arc::clone(&metrics),
             token: settings.admin.token.clone(),
             listen: admin.local_addr().expect("a bound listener has an address"),
             allowed_hosts: settings.admin.allowed_hosts.clone(),
+            liveness: Arc::clone(&liveness),
         };
         info!(address = %state.listen, "admin HTTP listening");
         let admin_server = tokio::spawn(api::serve(admin, state, shutdown.clone()));
 
+        let mut outcome = Ok(());
         if wait_for_schema(&pool, &settings, &shutdown).await {
             let url = settings.database_url()?.to_owned();
             let wakeup = Wakeup::default();
-            let listener = (settings.relay.wakeup == WakeupMode::Notify)
-                .then(|| tokio::spawn(wakeup.clone().listen(url, shutdown.clone())));
-            let deliverer = Arc::new(Deliverer::new(
-                pool.clone(),
-                sender,
-                settings.deliverer_config(),
-                Arc::clone(&metrics),
-            ));
+            let deliverer = Arc::new(
+                Deliverer::new(pool.clone(), sender, settings.deliverer_config(), Arc::clone(&metrics))
+                    .watched_by(Arc::clone(&liveness)),
+            );
             let dispatcher =
                 Dispatcher::new(pool.clone(), settings.dispatcher_config(), Arc::clone(&metrics))
-                    .lease_to(Arc::clone(&deliverer));
+                    .lease_to(Arc::clone(&deliverer))
+                    .watched_by(Arc::clone(&liveness));
             info!(wakeup = ?settings.relay.wakeup, concurrency = settings.relay.concurrency, "relay started");
 
-            let dispatching = tokio::spawn(dispatcher.run(
-                wakeup.dispatcher.clone(),
-                wakeup.deliverer.clone(),
-                shutdown.clone(),
-            ));
-            let delivering = tokio::spawn(deliverer.run(wakeup.deliverer.clone(), shutdown.clone()));
-            let pruning = tokio::spawn(retention::run(
-                pool.clone(),
-                settings.retention_config(),
-                Arc::clone(&metrics),
-                shutdown.clone(),
-            ));
-            let _ = tokio::join!(dispatching, delivering, pruning);
-            if let Some(listener) = listener {
-                let _ = listener.await;
+            let mut tasks = vec![
+                (
+                    "dispatcher",
+                    tokio::spawn(dispatcher.run(
+                        wakeup.dispatcher.clone(),
+                        wakeup.deliverer.clone(),
+                        shutdown.clone(),
+                    )),
+                ),
+                ("deliverer", tokio::spawn(deliverer.run(wakeup.deliverer.clone(), shutdown.clone()))),
+                (
+                    "retention",
+                    tokio::spawn(retention::run(
+                        pool.clone(),
+                        settings.retention_config(),
+                        Arc::clone(&metrics),
+                        shutdown.clone(),
+                    )),
+                ),
+            ];
+            if settings.relay.wakeup == WakeupMode::Notify {
+                tasks.push(("listener", tokio::spawn(wakeup.clone().listen(url, shutdown.clone()))));
             }
+            outcome = supervisor::supervise(tasks, &shutdown).await.map_err(Error::from);
         }
         shutdown.cancel(); // stops the admin server too, if the loops ended on their own
         if let Ok(Err(err)) = admin_server.await {
@@ -214,7 +225,7 @@ impl Relay {
         pool.close();
         admin_pool.close();
         info!("relay stopped");
-        Ok(())
+        outcome
     }
 }
 

@@ -13,7 +13,8 @@ pub async fn healthz() -> impl IntoResponse {
     Json(json!({ "status": "ok" }))
 }
 
-/// The database answers within 2 s and holds the schema this binary needs.
+/// The database answers within 2 s and holds the schema this binary needs,
+/// and the dispatcher and deliverer loops are making progress.
 pub async fn readyz(State(state): State<ApiState>) -> impl IntoResponse {
     let check = async {
         let client = state.pool.get().await.map_err(|err| format!("database unreachable: {err}"))?;
@@ -24,7 +25,7 @@ pub async fn readyz(State(state): State<ApiState>) -> impl IntoResponse {
                 schema::latest_version()
             ));
         }
-        Ok(())
+        state.liveness.stalled().map_or(Ok(()), Err)
     };
     let outcome = tokio::time::timeout(Duration::from_secs(2), check)
         .await

@@ -26,7 +26,7 @@ use serde_json::json;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::{admin, config::Secret, metrics::Metrics};
+use crate::{admin, config::Secret, metrics::Metrics, relay::supervisor::Liveness};
 
 #[derive(Clone)]
 pub struct ApiState {
@@ -38,6 +38,8 @@ pub struct ApiState {
     pub listen: SocketAddr,
     /// Host names served besides IP literals and localhost (`admin.allowed_hosts`).
     pub allowed_hosts: Vec<String>,
+    /// The relay loops' heartbeats, for `/readyz`.
+    pub liveness: Arc<Liveness>,
 }
 
 pub fn router(state: ApiState) -> Router {

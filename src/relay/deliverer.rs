@@ -34,6 +34,7 @@ use crate::{
     relay::{
         backoff::{backoff, sleep_or_cancel},
         capacity::{Capacity, Leased, Room},
+        supervisor::Liveness,
     },
 };
 
@@ -79,6 +80,7 @@ pub struct Deliverer {
     /// Deliveries leased by the dispatcher, on their way to the request loop.
     handed_over: mpsc::UnboundedSender<Leased>,
     hand_over_inbox: Mutex<Option<mpsc::UnboundedReceiver<Leased>>>,
+    liveness: Option<Arc<Liveness>>,
 }
 
 /// What one batch write did.
@@ -100,7 +102,15 @@ impl Deliverer {
             metrics,
             handed_over,
             hand_over_inbox: Mutex::new(Some(hand_over_inbox)),
+            liveness: None,
         }
+    }
+
+    /// Beats `liveness.deliverer` on every turn of the loop that found the
+    /// database answering.
+    pub fn watched_by(mut self, liveness: Arc<Liveness>) -> Self {
+        self.liveness = Some(liveness);
+        self
     }
 
     /// This relay's request slots, per-endpoint load and held leases.
@@ -346,6 +356,11 @@ impl Deliverer {
 
         while !shutdown.is_cancelled() {
             while requests.try_join_next().is_some() {}
+            if failures == 0 {
+                if let Some(liveness) = &self.liveness {
+                    liveness.deliverer.beat();
+                }
+            }
             if claim_now && self.capacity.available() > 0 {
                 claim_now = false;
                 let room = self.capacity.room(self.config.batch_size).await;

@@ -24,6 +24,7 @@ use crate::{
     relay::{
         backoff::{backoff, sleep_or_cancel},
         deliverer::{self, Deliverer},
+        supervisor::Liveness,
     },
 };
 
@@ -125,11 +126,18 @@ pub struct Dispatcher {
     config: DispatcherConfig,
     metrics: Arc<Metrics>,
     deliverer: Option<Arc<Deliverer>>,
+    liveness: Option<Arc<Liveness>>,
 }
 
 impl Dispatcher {
     pub fn new(pool: Pool, config: DispatcherConfig, metrics: Arc<Metrics>) -> Self {
-        Self { pool, config, metrics, deliverer: None }
+        Self { pool, config, metrics, deliverer: None, liveness: None }
+    }
+
+    /// Beats `liveness.dispatcher` after every pass that worked.
+    pub fn watched_by(mut self, liveness: Arc<Liveness>) -> Self {
+        self.liveness = Some(liveness);
+        self
     }
 
     /// Leases first attempts to `deliverer` while it has room, and hands
@@ -251,6 +259,9 @@ impl Dispatcher {
             let (events, limit) = match self.pass(full).await {
                 Ok(dispatched) => {
                     failures = 0;
+                    if let Some(liveness) = &self.liveness {
+                        liveness.dispatcher.beat();
+                    }
                     if dispatched.unleased > 0 {
                         deliveries_made.notify_one();
                     }

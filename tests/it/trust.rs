@@ -380,3 +380,41 @@ async fn the_token_is_taken_in_any_case_and_must_be_long_off_loopback() {
     let err = postbox::config::Settings::load_from(None, env).expect_err("a short token off loopback");
     assert!(err.to_string().contains("admin.token") && err.to_string().contains("16 bytes"), "{err}");
 }
+
+/// A loop that cannot make progress shows in /readyz, by name, and clears.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_names_a_stalled_loop() {
+    let app = TestApp::new().await;
+    app.register("a.b").await;
+    let relay = InProcessRelay::start(test_settings(&app.db.url, &[])).await;
+    let http = reqwest::Client::new();
+    let readyz = || async {
+        let response = http.get(format!("{}/readyz", relay.base)).send().await.unwrap();
+        (response.status().as_u16(), response.text().await.unwrap())
+    };
+    crate::support::eventually(Duration::from_secs(10), "the relay is ready", || async {
+        readyz().await.0 == 200
+    })
+    .await;
+
+    // A DBA's lock holds every dispatch pass.
+    let mut dba = app.db.connect().await;
+    let tx = dba.transaction().await.unwrap();
+    tx.batch_execute("lock table postbox.outbox in access exclusive mode").await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let last = loop {
+        let answer = readyz().await;
+        if answer.0 == 503 || tokio::time::Instant::now() > deadline {
+            break answer;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(last.0, 503, "readyz reports the stalled dispatcher within 20 s: {}", last.1);
+    assert!(last.1.contains("dispatcher loop has made no progress"), "{}", last.1);
+    tx.rollback().await.unwrap();
+    crate::support::eventually(Duration::from_secs(10), "ready again once the lock is gone", || async {
+        readyz().await.0 == 200
+    })
+    .await;
+    relay.stop().await;
+}
