@@ -79,6 +79,9 @@ pub struct DeliverySettings {
     pub max_retry_after: Duration,
     #[serde(deserialize_with = "byte_size")]
     pub max_response_body: usize,
+    /// The largest request body the relay sends; a bigger event fails.
+    #[serde(deserialize_with = "byte_size")]
+    pub max_request_body: usize,
     pub endpoint_concurrency: usize,
     #[serde(deserialize_with = "duration")]
     pub disable_endpoint_after: Duration,
@@ -262,6 +265,7 @@ impl Settings {
             ("delivery.retry_jitter", self.delivery.retry_jitter.into()),
             ("delivery.max_retry_after", d(self.delivery.max_retry_after)),
             ("delivery.max_response_body", format_byte_size(self.delivery.max_response_body).into()),
+            ("delivery.max_request_body", format_byte_size(self.delivery.max_request_body).into()),
             ("delivery.endpoint_concurrency", self.delivery.endpoint_concurrency.into()),
             ("delivery.disable_endpoint_after", d(self.delivery.disable_endpoint_after)),
             ("network.allow_private", self.network.allow_private.into()),

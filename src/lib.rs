@@ -85,6 +85,7 @@ impl Settings {
             poll_interval: self.relay.poll_interval,
             first_delay: self.retry_policy().first_delay(),
             notify: self.relay.wakeup == WakeupMode::Notify,
+            max_request_body: self.delivery.max_request_body,
         }
     }
 
@@ -98,6 +99,7 @@ impl Settings {
             endpoint_concurrency: self.delivery.endpoint_concurrency,
             disable_endpoint_after: self.delivery.disable_endpoint_after,
             retry: self.retry_policy(),
+            max_request_body: self.delivery.max_request_body,
         }
     }
 

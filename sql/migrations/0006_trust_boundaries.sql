@@ -397,6 +397,26 @@ begin
 end;
 $$;
 
+
+-- About the bytes of a request body (the envelope around these JSON texts),
+-- for the relay's own limit on what it sends (delivery.max_request_body).
+create function postbox.request_bytes(event_type text, payload text, previous text, actor text) returns bigint
+language sql immutable parallel safe
+as $$
+    select octet_length(event_type) + octet_length(payload) + coalesce(octet_length(previous), 0)
+           + coalesce(octet_length(actor), 0) + 100;
+$$;
+
+-- Why an event of `bytes` is not sent by a relay that sends at most `max_bytes`.
+create function postbox.too_big_to_send(bytes bigint, max_bytes bigint) returns text
+language sql immutable parallel safe
+as $$
+    select case when bytes > max_bytes then
+        format('the request would be about %s bytes, more than delivery.max_request_body (%s bytes): '
+               'raise it, or send a reference to the data instead', bytes, max_bytes)
+    end;
+$$;
+
 -- The outbox trigger calls these as the writing role.
 grant execute on function postbox.may_emit_reserved_types(), postbox.max_payload_bytes() to postbox_writer;
 

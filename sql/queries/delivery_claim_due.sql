@@ -1,6 +1,6 @@
 -- Claims up to $1 due deliveries that no relay holds: a lease of $2 seconds
 -- under claim token $3 (unindexed columns: a HOT update), then returns what
--- the request needs.
+-- the request needs, unless its body would pass $7 bytes.
 -- Per endpoint it claims at most the free slots this relay has for it ($4
 -- endpoint ids with $5 free slots; $6 for any other endpoint), so one slow
 -- receiver cannot take every slot. Index: deliveries_due_idx (ordered scan).
@@ -46,20 +46,31 @@ due as (
 )
 update postbox.deliveries d
 set leased_until = now() + make_interval(secs => $2::float8),
-    lease_token = $3
-from due, postbox.outbox o, postbox.endpoints e
+    lease_token = $3,
+    -- Spent at the claim: an attempt whose outcome is never recorded (the
+    -- relay died, or its lease ran out) still counts against the schedule.
+    attempt_count = d.attempt_count + 1
+from due, postbox.outbox o, postbox.endpoints e,
+     lateral (select o.payload::text as payload, o.previous::text as previous, o.actor::text as actor
+              offset 0) body -- computed once per row, not per reference
 where d.id = due.id
   and o.event_id = d.event_id
   and e.id = d.endpoint_id
 returning d.id,
           d.endpoint_id,
-          d.attempt_count + 1 as attempt_number,
+          d.attempt_count as attempt_number,
           o.event_id,
           o.event_type,
           postbox.rfc3339(o.occurred_at) as occurred_at,
-          o.payload::text as payload,
-          o.previous::text as previous,
-          o.actor::text as actor,
+          -- Bigger than the relay sends ($7 bytes): not loaded, and why.
+          case when postbox.request_bytes(o.event_type, body.payload, body.previous, body.actor) <= $7
+               then body.payload end as payload,
+          case when postbox.request_bytes(o.event_type, body.payload, body.previous, body.actor) <= $7
+               then body.previous end as previous,
+          case when postbox.request_bytes(o.event_type, body.payload, body.previous, body.actor) <= $7
+               then body.actor end as actor,
+          postbox.too_big_to_send(postbox.request_bytes(o.event_type, body.payload, body.previous, body.actor), $7)
+              as unsendable,
           e.url,
           postbox.signing_secrets(e) as secrets,
           e.headers

@@ -77,10 +77,12 @@ chosen as (
     from fitting f
 ),
 created as (
-    insert into postbox.deliveries (event_id, endpoint_id, next_attempt_at, lease_token, leased_until)
+    -- A leased first attempt is spent as it is leased, as a claim spends one.
+    insert into postbox.deliveries (event_id, endpoint_id, next_attempt_at, lease_token, leased_until, attempt_count)
     select c.event_id, c.endpoint_id, now() + make_interval(secs => $2::float8),
            case when c.leased then $4::uuid end,
-           case when c.leased then now() + make_interval(secs => $3::float8) end
+           case when c.leased then now() + make_interval(secs => $3::float8) end,
+           case when c.leased then 1 else 0 end
     from chosen c
     on conflict on constraint deliveries_event_endpoint_key do nothing
     returning id, event_id, endpoint_id, lease_token is not null as leased
@@ -106,13 +108,21 @@ select w.events, w.deliveries, w.unleased,
        b.event_id,
        b.event_type,
        postbox.rfc3339(b.occurred_at) as occurred_at,
-       b.payload::text as payload,
-       b.previous::text as previous,
-       b.actor::text as actor,
+       -- Bigger than the relay sends ($9 bytes): not loaded, and why.
+       case when postbox.request_bytes(b.event_type, body.payload, body.previous, body.actor) <= $9
+            then body.payload end as payload,
+       case when postbox.request_bytes(b.event_type, body.payload, body.previous, body.actor) <= $9
+            then body.previous end as previous,
+       case when postbox.request_bytes(b.event_type, body.payload, body.previous, body.actor) <= $9
+            then body.actor end as actor,
+       postbox.too_big_to_send(postbox.request_bytes(b.event_type, body.payload, body.previous, body.actor), $9)
+           as unsendable,
        e.url,
        postbox.signing_secrets(e) as secrets,
        e.headers
 from woken w
 left join created c on c.leased
 left join batch b on b.event_id = c.event_id
+left join lateral (select b.payload::text as payload, b.previous::text as previous, b.actor::text as actor
+                   offset 0) body on true -- computed once per row, not per reference
 left join postbox.endpoints e on e.id = c.endpoint_id

@@ -6,7 +6,7 @@ use tokio_postgres::{types::ToSql, Client, Row};
 use uuid::Uuid;
 
 use super::{Error, Result};
-use crate::delivery::webhook;
+use crate::delivery::{redact, webhook};
 
 const COLUMNS: &str =
     "d.id, d.event_id, d.endpoint_id, e.url as endpoint_url, o.event_type, o.tenant, d.status,
@@ -164,7 +164,10 @@ pub async fn get(client: &Client, id: Uuid) -> Result<DeliveryDetail> {
                 attempt_number: r.try_get("attempt_number")?,
                 started_at: r.try_get("started_at")?,
                 duration_ms: r.try_get("duration_ms")?,
-                request_headers: r.try_get("request_headers")?,
+                // Rows from before credentials were masked when recorded.
+                request_headers: r
+                    .try_get::<_, Option<Value>>("request_headers")?
+                    .map(redact::mask_credentials),
                 response_status: r.try_get("response_status")?,
                 response_headers: r.try_get("response_headers")?,
                 response_body: r.try_get("response_body")?,

@@ -8,6 +8,7 @@ use tokio_postgres::{Client, Row};
 use uuid::Uuid;
 
 use super::{Error, Result};
+use crate::delivery::redact;
 
 const COLUMNS: &str =
     "e.id, e.url, e.event_types, e.tenant, e.filter, e.headers, e.enabled, e.disabled_reason,
@@ -58,7 +59,8 @@ impl TryFrom<&Row> for Endpoint {
             event_types: row.try_get("event_types")?,
             tenant: row.try_get("tenant")?,
             filter: row.try_get("filter")?,
-            headers: row.try_get("headers")?,
+            // Credentials are written, never read back (the relay reads them itself).
+            headers: redact::mask_credentials(row.try_get("headers")?),
             enabled: row.try_get("enabled")?,
             disabled_reason: row.try_get("disabled_reason")?,
             description: row.try_get("description")?,

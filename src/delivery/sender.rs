@@ -43,6 +43,11 @@ pub struct Sender {
 }
 
 impl Sender {
+    /// `delivery.timeout`: the longest a request may take.
+    pub fn timeout(&self) -> Duration {
+        self.config.timeout
+    }
+
     pub fn new(config: SenderConfig) -> Result<Self, reqwest::Error> {
         static CRYPTO: Once = Once::new();
         CRYPTO.call_once(|| {
@@ -62,9 +67,23 @@ impl Sender {
         Ok(Self { client, config })
     }
 
-    /// Sends one request. `Err` is a text for `attempts.error`: no response.
-    /// Takes the request by value: its body moves into the HTTP client uncopied.
+    /// Sends one request within `delivery.timeout`. `Err` is a text for
+    /// `attempts.error`: no response. Takes the request by value: its body
+    /// moves into the HTTP client uncopied.
     pub async fn send(&self, request: WebhookRequest) -> Result<Response, String> {
+        self.send_within(request, self.config.timeout).await
+    }
+
+    /// [`Sender::send`] within `limit` (connect, request and response body),
+    /// when less time than `delivery.timeout` is left.
+    pub async fn send_within(&self, request: WebhookRequest, limit: Duration) -> Result<Response, String> {
+        match tokio::time::timeout(limit, self.exchange(request, limit)).await {
+            Ok(result) => result,
+            Err(_) => Err(format!("timeout after {}", humantime::format_duration(limit))),
+        }
+    }
+
+    async fn exchange(&self, request: WebhookRequest, limit: Duration) -> Result<Response, String> {
         let url = Url::parse(&request.url).map_err(|err| format!("invalid url: {err}"))?;
         self.config.policy.check_url(&url).map_err(|refused| refused.to_string())?;
         let headers = header_map(&request.headers)?;
@@ -73,9 +92,10 @@ impl Sender {
             .post(url)
             .headers(headers)
             .body(request.body)
+            .timeout(limit)
             .send()
             .await
-            .map_err(|err| self.describe(&err))?;
+            .map_err(|err| self.describe(&err, limit))?;
 
         let status = response.status().as_u16();
         let headers = std::mem::take(response.headers_mut());
@@ -93,7 +113,7 @@ impl Sender {
                 Ok(None) => break,
                 // The status counts; a body cut short keeps what arrived.
                 Err(err) => {
-                    tracing::debug!(error = %self.describe(&err), "response body cut short");
+                    tracing::debug!(error = %self.describe(&err, limit), "response body cut short");
                     break;
                 }
             }
@@ -102,7 +122,7 @@ impl Sender {
     }
 
     /// A one-line cause for `attempts.error`, without the URL (it is on the endpoint).
-    fn describe(&self, err: &reqwest::Error) -> String {
+    fn describe(&self, err: &reqwest::Error, limit: Duration) -> String {
         let mut source = err.source();
         let mut causes = Vec::new();
         while let Some(cause) = source {
@@ -116,7 +136,7 @@ impl Sender {
             source = cause.source();
         }
         if err.is_timeout() {
-            return format!("timeout after {}", humantime::format_duration(self.config.timeout));
+            return format!("timeout after {}", humantime::format_duration(limit));
         }
         let detail = causes.join(": ");
         let kind = if err.is_connect() {

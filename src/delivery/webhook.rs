@@ -30,6 +30,8 @@ pub struct Claimed {
     /// Why this delivery cannot be sent, whatever the receiver would say:
     /// it ends as `failed` with this reason, and nothing is sent.
     pub defect: Option<String>,
+    /// When this relay leased it: the lease bounds how long its request may take.
+    pub leased_at: std::time::Instant,
 }
 
 /// What goes on the wire.
@@ -181,6 +183,7 @@ mod tests {
             secrets: vec!["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into()],
             headers: json!({"X-Team": "blue"}),
             defect: None,
+            leased_at: std::time::Instant::now(),
         }
     }
 

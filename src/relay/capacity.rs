@@ -210,6 +210,7 @@ mod tests {
             secrets: vec![],
             headers: serde_json::json!({}),
             defect: None,
+            leased_at: std::time::Instant::now(),
         }
     }
 

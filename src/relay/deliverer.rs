@@ -26,9 +26,10 @@ use uuid::Uuid;
 use crate::{
     db::{sql, QueryError},
     delivery::{
+        redact,
         retry::{self, Decision, RetryPolicy},
         sender::{Response, Sender},
-        webhook::{self, Claimed},
+        webhook::{self, Claimed, WebhookRequest},
     },
     metrics::Metrics,
     relay::{
@@ -52,6 +53,8 @@ pub struct DelivererConfig {
     /// Disable an endpoint after failing this long (zero: never).
     pub disable_endpoint_after: Duration,
     pub retry: RetryPolicy,
+    /// The largest request body sent; a bigger one ends its delivery.
+    pub max_request_body: usize,
 }
 
 /// One finished attempt, ready to be written.
@@ -152,7 +155,15 @@ impl Deliverer {
         let rows = client
             .query(
                 &statement,
-                &[&(room.size() as i64), &lease, &lease_token, &room.busy, &room.free, &room.endpoint_cap],
+                &[
+                    &(room.size() as i64),
+                    &lease,
+                    &lease_token,
+                    &room.busy,
+                    &room.free,
+                    &room.endpoint_cap,
+                    &(self.config.max_request_body as i64),
+                ],
             )
             .await?;
         let claimed = rows
@@ -172,16 +183,22 @@ impl Deliverer {
         let clock = Instant::now();
         let request = match &delivery.defect {
             Some(defect) => Err(defect.clone()),
-            None => webhook::build(&delivery, timestamp),
+            None => webhook::build(&delivery, timestamp).and_then(|request| self.within_size_limit(request)),
         };
         // A request that cannot be built will not become sendable by waiting:
         // it ends the delivery at once, with the reason.
         let unsendable = request.is_err();
         let (request_headers, result) = match request {
             Ok(request) => {
-                let sent_headers =
-                    headers_json(request.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())));
-                (sent_headers, self.sender.send(request).await)
+                let sent = request.headers.iter().map(|(n, v)| (n.as_str(), v.as_str()));
+                let sent_headers = redact::mask_credentials(redact::headers_json(sent, usize::MAX));
+                let result = match self.time_left(&delivery) {
+                    Some(limit) => self.sender.send_within(request, limit).await,
+                    None => Err("the lease ran out before the request could start: raise relay.lease, \
+                                 or lower relay.concurrency"
+                        .to_owned()),
+                };
+                (sent_headers, result)
             }
             Err(reason) => (Value::Object(Map::new()), Err(reason)),
         };
@@ -218,8 +235,10 @@ impl Deliverer {
                     Decision::Failed => warn!(status, "delivery failed for the last time"),
                     Decision::Gone => warn!(status, "receiver is gone; disabling the endpoint"),
                 }
-                let headers =
-                    headers_json(headers.iter().map(|(n, v)| (n.as_str(), v.to_str().unwrap_or("<binary>"))));
+                let headers = redact::headers_json(
+                    headers.iter().map(|(n, v)| (n.as_str(), v.to_str().unwrap_or("<binary>"))),
+                    redact::MAX_RESPONSE_HEADER_BYTES,
+                );
                 record(decision, Some(status), Some(headers), Some(body), None)
             }
             Err(error) => {
@@ -233,6 +252,31 @@ impl Deliverer {
         };
         self.metrics.request_finished(&record.decision, duration);
         record
+    }
+
+    /// How long this delivery's request may take: `delivery.timeout`, or
+    /// less when its lease has less left than that and the time to record
+    /// the outcome (a fifth of the lease). `None` once nothing is left: an
+    /// outcome recorded after the lease would be dropped, and the delivery
+    /// sent again by whoever claims it next.
+    fn time_left(&self, delivery: &Claimed) -> Option<Duration> {
+        let lease = self.config.lease;
+        let left = lease.saturating_sub(delivery.leased_at.elapsed()).saturating_sub(lease / 5);
+        (!left.is_zero()).then(|| left.min(self.sender.timeout()))
+    }
+
+    /// Refuses a body over `delivery.max_request_body`: the database's
+    /// estimate let it through, the exact size did not.
+    fn within_size_limit(&self, request: WebhookRequest) -> std::result::Result<WebhookRequest, String> {
+        let max = self.config.max_request_body;
+        if request.body.len() > max {
+            return Err(format!(
+                "the request would be {} bytes, more than delivery.max_request_body ({max} bytes): \
+                 raise it, or send a reference to the data instead",
+                request.body.len()
+            ));
+        }
+        Ok(request)
     }
 
     /// Writes a batch of attempts in one round trip, with the endpoints'
@@ -468,6 +512,8 @@ impl Deliverer {
 /// 3339 cannot express, JSON nested too deeply to parse) becomes the
 /// delivery's [`Claimed::defect`], which ends that one delivery.
 pub fn claimed_from_row(row: &Row, lease_token: Uuid) -> std::result::Result<Claimed, tokio_postgres::Error> {
+    // Later than the database's own lease start: what is left is measured short.
+    let leased_at = Instant::now();
     let mut defects = Vec::new();
     let outside = |name: &str, defects: &mut Vec<String>| -> Option<String> {
         row.try_get::<_, Option<String>>(name).unwrap_or_else(|err| {
@@ -511,21 +557,6 @@ pub fn claimed_from_row(row: &Row, lease_token: Uuid) -> std::result::Result<Cla
         secrets: secrets.unwrap_or_default().into_iter().flatten().collect(),
         headers: headers.unwrap_or(Value::Null),
         defect: (!defects.is_empty()).then(|| defects.join("; ")),
+        leased_at,
     })
-}
-
-fn headers_json<'a>(headers: impl Iterator<Item = (&'a str, &'a str)>) -> Value {
-    let mut map = Map::new();
-    for (name, value) in headers {
-        match map.get_mut(name) {
-            Some(Value::String(existing)) => {
-                existing.push_str(", ");
-                existing.push_str(value);
-            }
-            _ => {
-                map.insert(name.to_owned(), Value::from(value));
-            }
-        }
-    }
-    Value::Object(map)
 }

@@ -108,6 +108,8 @@ pub struct DispatcherConfig {
     pub first_delay: Duration,
     /// Whether apps' inserts NOTIFY (false in poll-only mode).
     pub notify: bool,
+    /// Requests bigger than this are not loaded (see the deliverer's).
+    pub max_request_body: usize,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -198,6 +200,7 @@ impl Dispatcher {
                     free,
                     &endpoint_cap,
                     &size,
+                    &(self.config.max_request_body as i64),
                 ],
             )
             .await?;

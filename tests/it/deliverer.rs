@@ -330,9 +330,10 @@ async fn a_result_written_after_the_lease_moved_on_changes_nothing() {
     assert_eq!(app.deliverer.record(&[record]).await.unwrap().attempts, 0);
     assert_eq!(app.count("select count(*) from postbox.attempts").await, 0);
     assert_eq!(
-        app.count("select count(*) from postbox.deliveries where status = 'pending' and attempt_count = 0")
+        app.count("select count(*) from postbox.deliveries where status = 'pending' and attempt_count = 1")
             .await,
-        1
+        1,
+        "the claim spent the attempt, recorded or not"
     );
 }
 
@@ -351,7 +352,10 @@ async fn a_claimed_delivery_is_not_claimed_again_until_its_lease_expires() {
         .unwrap();
     let reclaimed = app.deliverer.claim(10).await.unwrap();
     assert_eq!(reclaimed.len(), 1, "an expired lease is claimed again");
-    assert_eq!(reclaimed[0].attempt_number, 1, "no attempt was recorded, so it is still attempt 1");
+    assert_eq!(
+        reclaimed[0].attempt_number, 2,
+        "the lost attempt still counts: a lease that keeps running out cannot send forever"
+    );
 }
 
 #[tokio::test]

@@ -169,8 +169,10 @@ async fn a_paused_relay_that_outlives_its_lease_changes_nothing_when_it_wakes() 
         EVENTS as i64,
         "one recorded attempt per delivery: the late results were fenced off"
     );
+    // What the paused relay held counts its lost attempt too (a lease that
+    // keeps running out must not send forever).
     assert_eq!(
-        app.count("select count(*) from postbox.deliveries where attempt_count = 1").await,
+        app.count("select count(*) from postbox.deliveries where attempt_count between 1 and 2").await,
         EVENTS as i64
     );
 }

@@ -8,7 +8,7 @@ use serde_json::json;
 use tokio_postgres::Client;
 use uuid::Uuid;
 
-use crate::support::{app::test_settings, relay::InProcessRelay, Receiver, TestApp};
+use crate::support::{app::test_settings, relay::InProcessRelay, Receiver, Reply, TestApp};
 
 /// A connection acting as an app that is only `postbox_writer`.
 async fn writer(app: &TestApp) -> Client {
@@ -417,4 +417,143 @@ async fn readyz_names_a_stalled_loop() {
     })
     .await;
     relay.stop().await;
+}
+
+/// The relay's own limit on what it sends: a 100 KB event that the
+/// database accepted fails against a 64 KiB relay, and nothing else does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_over_the_relays_request_limit_fails_with_the_reason() {
+    let app = TestApp::new().await;
+    app.register("a.b").await;
+    let mut receiver = Receiver::start().await;
+    app.subscribe(&receiver.url("/"), &["*"]).await;
+    let relay =
+        InProcessRelay::start(test_settings(&app.db.url, &[("POSTBOX_DELIVERY__MAX_REQUEST_BODY", "64KiB")]))
+            .await;
+    let big = app.emit("a.b", json!({"blob": "x".repeat(100_000)})).await;
+    app.emit("a.b", json!({"small": true})).await;
+    assert_eq!(receiver.recv().await.json()["data"], json!({"small": true}));
+    app.wait_for_count(
+        "select count(*) from postbox.deliveries where status = 'failed'",
+        1,
+        Duration::from_secs(10),
+    )
+    .await;
+    let error: String = app
+        .sql
+        .query_one("select last_error from postbox.deliveries where event_id = $1", &[&big])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(error.contains("more than delivery.max_request_body (65536 bytes)"), "{error}");
+    assert!(receiver.drain().is_empty(), "the big event was never sent");
+    relay.stop().await;
+}
+
+/// A lease that keeps running out (a relay too slow to send within it) spends
+/// the attempts it was claimed for, so the delivery ends instead of being sent
+/// as attempt 1 forever; and a request that cannot start within its lease is
+/// not sent at all.
+#[tokio::test]
+async fn a_lease_that_keeps_running_out_spends_the_schedule_and_ends() {
+    let app = TestApp::with_settings(&[
+        ("POSTBOX_DELIVERY__RETRY_SCHEDULE", "0s,0s"),
+        ("POSTBOX_RELAY__LEASE", "1s"),
+        ("POSTBOX_DELIVERY__TIMEOUT", "500ms"),
+    ])
+    .await;
+    let mut receiver = Receiver::start().await;
+    app.register("a.b").await;
+    app.subscribe(&receiver.url("/"), &["*"]).await;
+    app.emit("a.b", json!({})).await;
+    app.dispatch().await;
+    let expire = "update postbox.deliveries set leased_until = now() - interval '1 s'";
+    for attempt in 1..=2 {
+        let claimed = app.deliverer.claim(10).await.unwrap();
+        assert_eq!(claimed[0].attempt_number, attempt);
+        app.sql.batch_execute(expire).await.unwrap(); // the relay never recorded it
+    }
+    let last = app.deliverer.claim(10).await.unwrap().remove(0);
+    assert_eq!(last.attempt_number, 3, "past the schedule");
+
+    // Held past what its lease leaves for a request (a fifth is kept for recording).
+    tokio::time::sleep(Duration::from_millis(850)).await;
+    let record = app.deliverer.attempt(last).await;
+    assert!(
+        record.error.as_deref().unwrap_or_default().contains("lease ran out before the request"),
+        "{record:?}"
+    );
+    app.deliverer.record(&[record]).await.unwrap();
+    let (status, attempts) = app
+        .sql
+        .query_one("select status, attempt_count from postbox.deliveries", &[])
+        .await
+        .map(|row| (row.get::<_, String>(0), row.get::<_, i32>(1)))
+        .unwrap();
+    assert_eq!((status.as_str(), attempts), ("failed", 3));
+    assert!(receiver.drain().is_empty(), "nothing was sent");
+}
+
+/// Credentials an endpoint sends are sent, but never stored or shown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoint_credentials_are_sent_but_not_stored_or_shown() {
+    let app = TestApp::new().await;
+    app.register("a.b").await;
+    let mut receiver = Receiver::start().await;
+    let endpoint = app.subscribe(&receiver.url("/"), &["*"]).await;
+    app.sql
+        .execute(
+            "update postbox.endpoints set headers = '{\"Authorization\": \"Bearer s3cr3t-value\", \"X-Team\": \"blue\"}'
+             where id = $1",
+            &[&endpoint],
+        )
+        .await
+        .unwrap();
+    let relay = InProcessRelay::start(test_settings(&app.db.url, &[])).await;
+    app.emit("a.b", json!({})).await;
+    let received = receiver.recv().await;
+    assert_eq!(received.header("authorization"), "Bearer s3cr3t-value", "the receiver gets it");
+    app.wait_for_count("select count(*) from postbox.attempts", 1, Duration::from_secs(10)).await;
+    let stored: serde_json::Value =
+        app.sql.query_one("select request_headers from postbox.attempts", &[]).await.unwrap().get(0);
+    assert_eq!(stored["authorization"], "***");
+    assert_eq!(stored["x-team"], "blue");
+
+    let http = reqwest::Client::new();
+    for path in [format!("/api/v1/endpoints/{endpoint}"), "/api/v1/endpoints".to_owned()] {
+        let text = http.get(format!("{}{path}", relay.base)).send().await.unwrap().text().await.unwrap();
+        assert!(!text.contains("s3cr3t-value") && text.contains("***"), "{path}: {text}");
+    }
+    relay.stop().await;
+}
+
+/// A receiver answering with hundreds of KB of headers gets a bounded record.
+#[tokio::test]
+async fn a_receivers_headers_are_kept_only_up_to_a_cap() {
+    let app = TestApp::new().await;
+    let receiver = Receiver::start().await;
+    let mut reply = Reply::status(200);
+    for i in 0..90 {
+        reply = reply.header(Box::leak(format!("x-filler-{i}").into_boxed_str()), "v".repeat(4000));
+    }
+    receiver.answer_all(reply);
+    app.register("a.b").await;
+    app.subscribe(&receiver.url("/"), &["*"]).await;
+    app.emit("a.b", json!({})).await;
+    app.dispatch().await;
+    assert_eq!(app.deliver().await, 1);
+    let size: i32 = app
+        .sql
+        .query_one("select octet_length(response_headers::text) from postbox.attempts", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(size < 20_000, "{size} bytes of headers stored");
+    let note: String = app
+        .sql
+        .query_one("select response_headers ->> 'postbox-omitted-headers' from postbox.attempts", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(note.contains("over 16384 bytes"), "{note}");
 }
