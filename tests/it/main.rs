@@ -28,3 +28,4 @@ mod triggers;
 mod trust;
 mod wakeup;
 mod web;
+mod writer_rows;
