@@ -557,3 +557,64 @@ async fn a_receivers_headers_are_kept_only_up_to_a_cap() {
         .get(0);
     assert!(note.contains("over 16384 bytes"), "{note}");
 }
+
+/// An UPDATE that moves a row to another partition is one `updated` event,
+/// not `destroyed` and `created`; other operations stay as they were.
+#[tokio::test]
+async fn moving_a_row_between_partitions_is_one_update() {
+    let app = TestApp::new().await;
+    app.sql
+        .batch_execute(
+            "create table tickets (id int, region text, title text, primary key (id, region))
+                 partition by list (region);
+             create table tickets_eu partition of tickets for values in ('eu');
+             create table tickets_us partition of tickets for values in ('us');
+             select postbox.track('tickets', 'ticket');
+             insert into tickets values (1, 'eu', 'a'), (2, 'eu', 'b'), (3, 'us', 'c');
+             update tickets set region = 'us' where region = 'eu';
+             update tickets set title = 'c2' where id = 3;
+             delete from tickets where id = 2;",
+        )
+        .await
+        .unwrap();
+    let rows = app
+        .sql
+        .query("select event_type, subject_id, previous::text from postbox.outbox order by id", &[])
+        .await
+        .unwrap();
+    let events: Vec<(String, String, Option<String>)> =
+        rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect();
+    let expected = [
+        ("ticket.created", r#"["1", "eu"]"#, None),
+        ("ticket.created", r#"["2", "eu"]"#, None),
+        ("ticket.created", r#"["3", "us"]"#, None),
+        ("ticket.updated", r#"["1", "us"]"#, Some(r#"{"region": "eu"}"#)),
+        ("ticket.updated", r#"["2", "us"]"#, Some(r#"{"region": "eu"}"#)),
+        ("ticket.updated", r#"["3", "us"]"#, Some(r#"{"title": "c"}"#)),
+        ("ticket.destroyed", r#"["2", "us"]"#, None),
+    ];
+    let expected: Vec<(String, String, Option<String>)> =
+        expected.iter().map(|(t, s, p)| (t.to_string(), s.to_string(), p.map(str::to_owned))).collect();
+    assert_eq!(events, expected);
+
+    // Tracking only updates still sees the move, and nothing else.
+    app.sql
+        .batch_execute(
+            "select postbox.track('tickets', 'ticket', actions => '{updated}');
+             delete from postbox.outbox;
+             insert into tickets values (9, 'eu', 'z');
+             update tickets set region = 'us' where id = 9;
+             delete from tickets where id = 9;",
+        )
+        .await
+        .unwrap();
+    let types: Vec<String> = app
+        .sql
+        .query("select event_type from postbox.outbox order by id", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(types, ["ticket.updated"]);
+}

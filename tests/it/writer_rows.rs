@@ -222,7 +222,8 @@ async fn whatever_a_writer_inserts_the_relay_keeps_delivering_and_every_row_ends
     println!("writer rows: {accepted} accepted, {refused} refused");
     assert!(accepted > 0 && refused > 0, "the cases exercised both: {accepted} accepted, {refused} refused");
     let deep = app.count("select count(*) from postbox.outbox where payload::text like '%[[[[[[[[[[%'").await;
-    let large = app.count("select count(*) from postbox.outbox where octet_length(payload::text) > 10000").await;
+    let large =
+        app.count("select count(*) from postbox.outbox where octet_length(payload::text) > 10000").await;
     assert!(deep > 0 && large > 0, "accepted rows include deep ({deep}) and large ({large}) payloads");
     let http = reqwest::Client::new();
     let ready = http.get(format!("{}/readyz", relay.base)).send().await.unwrap();
