@@ -9,8 +9,8 @@ async fn main() -> std::process::ExitCode {
     match cli::run(cli).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {
-            // One line: the error and its causes.
-            eprintln!("error: {err:#}");
+            // One line: the error and its causes, with no database password.
+            eprintln!("error: {}", postbox::config::mask_passwords_in(&format!("{err:#}")));
             std::process::ExitCode::FAILURE
         }
     }

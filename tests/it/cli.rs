@@ -70,6 +70,14 @@ fn config_prints_the_effective_settings_with_secrets_masked() {
     let value: serde_json::Value = serde_json::from_slice(&json.stdout).expect("--json prints JSON");
     assert_eq!(value["relay.batch_size"], 100);
     assert_eq!(value["admin.token"], "***");
+
+    for (url, masked) in [
+        ("postgres://app@db.internal/app?password=hunter2", "postgres://app@db.internal/app?password=***"),
+        ("host=db.internal user=app password = 'hun ter2'", "host=db.internal user=app password = ***"),
+    ] {
+        let shown = stdout(&postbox(&["config"], &[("DATABASE_URL", url)]));
+        assert!(shown.contains(&format!("database.url = {masked}\n")), "{shown}");
+    }
 }
 
 #[tokio::test]
