@@ -16,6 +16,24 @@ fn postbox(args: &[&str], env: &[(&str, &str)]) -> Output {
     command.output().expect("run postbox")
 }
 
+/// Runs `postbox ARGS` with stdout a pipe whose read end is closed before it starts.
+fn postbox_into_closed_pipe(args: &[&str], env: &[(&str, &str)]) -> Output {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 writes two new descriptors into `fds`; O_CLOEXEC keeps
+    // other tests' children from inheriting the read end.
+    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0, "pipe2 failed");
+    // SAFETY: both descriptors are open and owned by nothing else.
+    let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    drop(read);
+    let mut command = Command::new(env!("CARGO_BIN_EXE_postbox"));
+    command.args(args).env_remove("DATABASE_URL").env("RUST_LOG", "warn").stdout(write);
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    command.output().expect("run postbox")
+}
+
 fn stdout(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
@@ -77,6 +95,17 @@ fn config_prints_the_effective_settings_with_secrets_masked() {
     ] {
         let shown = stdout(&postbox(&["config"], &[("DATABASE_URL", url)]));
         assert!(shown.contains(&format!("database.url = {masked}\n")), "{shown}");
+    }
+}
+
+#[tokio::test]
+async fn commands_end_quietly_when_stdout_is_closed() {
+    let db = TestDb::new().await;
+    for args in [&["config"][..], &["config", "--json"], &["status"], &["--help"]] {
+        let output = postbox_into_closed_pipe(args, &[("DATABASE_URL", &db.url)]);
+        let err = stderr(&output);
+        assert!(err.trim().is_empty(), "postbox {args:?} wrote to stderr: {err}");
+        assert!(matches!(output.status.code(), Some(0 | 141)), "postbox {args:?}: {}", output.status);
     }
 }
 
