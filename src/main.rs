@@ -16,8 +16,10 @@ async fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) if err.is::<cli::output::StdoutClosed>() => ExitCode::from(STDOUT_CLOSED),
         Err(err) => {
-            // One line: the error and its causes, with no database password.
-            eprintln!("error: {}", postbox::config::mask_passwords_in(&format!("{err:#}")));
+            // One line: the error and its causes, with no database password
+            // and no escape sequence (messages can quote what others wrote).
+            let message = postbox::config::mask_passwords_in(&format!("{err:#}"));
+            eprintln!("error: {}", cli::output::escape_lines(&message));
             ExitCode::FAILURE
         }
     }

@@ -114,7 +114,8 @@ pub async fn run(client: &Client, command: Command, json: bool) -> anyhow::Resul
                         }
                     }
                     (None, error) => {
-                        output::line(format_args!("error: {}", output::or_dash(error.as_ref())))?
+                        let error = output::escape_line(error.as_deref().unwrap_or("-"));
+                        output::line(format_args!("error: {error}"))?
                     }
                 }
             }
@@ -134,7 +135,8 @@ pub async fn run(client: &Client, command: Command, json: bool) -> anyhow::Resul
 fn print_headers(headers: Option<&Value>) -> anyhow::Result<()> {
     if let Some(Value::Object(map)) = headers {
         for (name, value) in map {
-            output::line(format_args!("  {name}: {}", value.as_str().unwrap_or_default()))?;
+            let value = value.as_str().unwrap_or_default();
+            output::line(format_args!("  {}: {}", output::escape_line(name), output::escape_line(value)))?;
         }
     }
     Ok(())

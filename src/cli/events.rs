@@ -145,7 +145,8 @@ pub async fn status(client: &Client, json: bool) -> anyhow::Result<()> {
     ))?;
     for (label, troubles) in [("FAILING ", &s.failing_endpoints), ("DISABLED", &s.disabled_endpoints)] {
         for t in troubles {
-            output::line(format_args!("  {label} {}  {}  {}", t.id, t.url, t.detail))?;
+            let (url, detail) = (output::escape_line(&t.url), output::escape_line(&t.detail));
+            output::line(format_args!("  {label} {}  {url}  {detail}", t.id))?;
         }
     }
     Ok(())

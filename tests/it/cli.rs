@@ -243,6 +243,43 @@ async fn every_management_verb_works_in_text_and_json() {
 }
 
 #[tokio::test]
+async fn escape_sequences_from_outside_are_shown_not_obeyed() {
+    use crate::support::{Receiver, Reply, TestApp};
+    let app = TestApp::new().await;
+    let db = app.db.url.clone();
+    let receiver = Receiver::start().await;
+    // Clipboard (OSC 52), window title (OSC 0), clear screen (CSI, 7- and 8-bit), delete.
+    let hostile = "\x1b]52;c;cG9zdGJveA==\x07 \x1b]0;owned\x07 \x1b[2J \u{9b}2J \x7f";
+    receiver.answer_all(Reply::status(500).body(format!("first line\n{hostile}\n")));
+    app.register("order.created").await;
+    let endpoint = app.subscribe(&receiver.url("/"), &["*"]).await;
+    app.emit("order.created", serde_json::json!({})).await;
+    app.dispatch().await;
+    assert_eq!(app.deliver().await, 1);
+    app.sql
+        .execute("update postbox.endpoints set description = $1 where id = $2", &[&hostile, &endpoint])
+        .await
+        .unwrap();
+    let delivery = ok_json(&db, &["deliveries", "list"])[0]["id"].as_str().unwrap().to_owned();
+
+    let shown = ok(&db, &["deliveries", "show", &delivery]);
+    assert!(shown.contains("response: HTTP 500\n"), "{shown}");
+    let escaped = r"\u{1b}]52;c;cG9zdGJveA==\u{7} \u{1b}]0;owned\u{7} \u{1b}[2J \u{9b}2J \u{7f}";
+    assert!(
+        shown.contains(&format!("first line\n{escaped}\n")),
+        "the body, escaped, keeps its lines:\n{shown}"
+    );
+    let described = ok(&db, &["endpoints", "show", &endpoint.to_string()]);
+    assert!(described.contains(escaped), "{described}");
+    let json = ok(&db, &["deliveries", "show", &delivery, "--json"]);
+    let parsed: serde_json::Value = serde_json::from_str(&json).expect("--json prints JSON");
+    assert_eq!(parsed["attempts"][0]["response_body"], format!("first line\n{hostile}\n"), "--json is exact");
+    for text in [shown, described, json] {
+        assert!(!text.contains(|c: char| c.is_control() && c != '\n'), "raw control characters: {text:?}");
+    }
+}
+
+#[tokio::test]
 async fn log_format_json_writes_one_json_object_per_line() {
     let db = TestDb::empty().await;
     let output =
