@@ -1,6 +1,9 @@
 mod cli;
 
-use std::process::ExitCode;
+use std::{
+    io::{self, Write},
+    process::ExitCode,
+};
 
 use clap::Parser;
 
@@ -19,7 +22,8 @@ async fn main() -> ExitCode {
             // One line: the error and its causes, with no database password
             // and no escape sequence (messages can quote what others wrote).
             let message = postbox::config::mask_passwords_in(&format!("{err:#}"));
-            eprintln!("error: {}", cli::output::escape_lines(&message));
+            // Nowhere to report a closed stderr (eprintln! would panic).
+            let _ = writeln!(io::stderr().lock(), "error: {}", cli::output::escape_lines(&message));
             ExitCode::FAILURE
         }
     }

@@ -1,5 +1,7 @@
 //! `postbox emit`, `postbox track`, `postbox replay`, `postbox status`.
 
+use std::io::{IsTerminal, Write};
+
 use anyhow::Context;
 use clap::Args;
 use serde_json::{json, Value};
@@ -163,7 +165,6 @@ struct Spinner {
 
 impl Spinner {
     fn start(message: String) -> Self {
-        use std::io::{IsTerminal, Write};
         if !std::io::stderr().is_terminal() {
             return Self { task: None };
         }
@@ -172,8 +173,9 @@ impl Spinner {
             let mut interval = tokio::time::interval(std::time::Duration::from_millis(200));
             loop {
                 interval.tick().await;
-                eprint!("\r{message} … {:.0}s", started.elapsed().as_secs_f64());
-                let _ = std::io::stderr().flush();
+                let mut stderr = std::io::stderr().lock();
+                let _ = write!(stderr, "\r{message} … {:.0}s", started.elapsed().as_secs_f64());
+                let _ = stderr.flush();
             }
         });
         Self { task: Some(task) }
@@ -184,7 +186,7 @@ impl Drop for Spinner {
     fn drop(&mut self) {
         if let Some(task) = self.task.take() {
             task.abort();
-            eprint!("\r\x1b[2K");
+            let _ = std::io::stderr().write_all(b"\r\x1b[2K");
         }
     }
 }

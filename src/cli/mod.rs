@@ -70,14 +70,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Migrate => migrate(&settings).await,
         Command::Run => {
             let shutdown = CancellationToken::new();
-            tokio::spawn(stop_on_signal(shutdown.clone()));
+            stop_on_signal(shutdown.clone());
             postbox::run(settings, shutdown).await?;
             Ok(())
         }
         Command::Config => print_config(&settings, cli.json),
         Command::Dev(options) => {
             let shutdown = CancellationToken::new();
-            tokio::spawn(stop_on_signal(shutdown.clone()));
+            stop_on_signal(shutdown.clone());
             dev::run(options, settings, shutdown).await
         }
         Command::Endpoints(command) => endpoints::run(&connect(&settings).await?, command, cli.json).await,
@@ -120,15 +120,18 @@ fn print_config(settings: &Settings, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Cancels `shutdown` on the first SIGTERM or SIGINT; a second one exits at once.
-async fn stop_on_signal(shutdown: CancellationToken) {
+/// Cancels `shutdown` on the first SIGTERM or SIGINT; a second one exits at
+/// once. The handlers are in place when this returns.
+fn stop_on_signal(shutdown: CancellationToken) {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler works at startup");
     let mut int = signal(SignalKind::interrupt()).expect("installing a SIGINT handler works at startup");
-    tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
-    tracing::info!("shutting down: finishing in-flight deliveries (signal again to exit now)");
-    shutdown.cancel();
-    tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
-    tracing::warn!("second signal: exiting now");
-    std::process::exit(130);
+    tokio::spawn(async move {
+        tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+        shutdown.cancel();
+        tracing::info!("shutting down: finishing in-flight deliveries (signal again to exit now)");
+        tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+        tracing::warn!("second signal: exiting now");
+        std::process::exit(130);
+    });
 }

@@ -1,7 +1,7 @@
 //! The `postbox` binary as users run it.
 
 use std::{
-    process::{Command, Output, Stdio},
+    process::{Child, Command, Output, Stdio},
     time::{Duration, Instant},
 };
 
@@ -120,25 +120,7 @@ async fn run_exits_zero_on_sigterm() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // Bounded wait for the relay to start listening.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let client = db.connect().await;
-    loop {
-        let listening: i64 = client
-            .query_one(
-                "select count(*) from pg_stat_activity where datname = current_database() and application_name = 'postbox-listen' and query ilike 'listen%'",
-                &[],
-            )
-            .await
-            .unwrap()
-            .get(0);
-        if listening > 0 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "postbox run did not start listening within 20 s");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    drop(client);
+    wait_until_listening(&db, &mut child).await;
     let killed = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
     assert!(killed.success());
     let deadline = Instant::now() + Duration::from_secs(15);
@@ -152,6 +134,72 @@ async fn run_exits_zero_on_sigterm() {
     let output = child.wait_with_output().unwrap();
     assert!(status.success(), "exit status {status}: {}", stderr(&output));
     assert!(stderr(&output).contains("relay stopped"), "{}", stderr(&output));
+}
+
+#[tokio::test]
+async fn run_stops_on_sigterm_when_its_stdout_and_stderr_are_closed() {
+    // Closed before the relay logs anything (`postbox run 2>&1 | true`), and
+    // after it has logged its start (`postbox run 2>&1 | head -3`).
+    for close_at_start in [true, false] {
+        let db = TestDb::new().await;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_postbox"))
+            .arg("run")
+            .env("DATABASE_URL", &db.url)
+            .env("POSTBOX_ADMIN__LISTEN", "127.0.0.1:0")
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut pipes = Some((child.stdout.take(), child.stderr.take()));
+        if close_at_start {
+            drop(pipes.take());
+        }
+        wait_until_listening(&db, &mut child).await;
+        drop(pipes.take());
+        // SAFETY: kill(2) on our own child's pid.
+        assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("postbox run with closed pipes (at start: {close_at_start}) ignored SIGTERM for 15 s");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert!(status.success(), "postbox run with closed pipes (at start: {close_at_start}): {status}");
+    }
+}
+
+/// Waits, at most 20 s, until the `postbox run` in `child` holds its LISTEN
+/// connection to `db`; nothing announces that but the server's own view.
+async fn wait_until_listening(db: &TestDb, child: &mut Child) {
+    let client = db.connect().await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let listening: i64 = client
+            .query_one(
+                "select count(*) from pg_stat_activity where datname = current_database() and application_name = 'postbox-listen' and query ilike 'listen%'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if listening > 0 {
+            return;
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("postbox run exited before it was listening: {status}");
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("postbox run did not start listening within 20 s");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// Runs `postbox ARGS` against `database_url`; panics with its stderr if it fails.
