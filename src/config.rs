@@ -17,8 +17,16 @@ pub enum Error {
     UnknownKey(String),
     #[error("invalid value for `{key}`: {message}")]
     InvalidValue { key: String, message: String },
-    #[error(transparent)]
-    Config(#[from] config::ConfigError),
+    /// The config crate's message, passwords masked: a syntax error quotes
+    /// the line it is on.
+    #[error("{0}")]
+    Config(String),
+}
+
+impl From<config::ConfigError> for Error {
+    fn from(err: config::ConfigError) -> Self {
+        Error::Config(mask_passwords_in(&err.to_string()))
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -342,29 +350,134 @@ fn check_key(key: &str, value: &Value) -> Result<(), Error> {
         Err(err) => {
             let message = err.to_string();
             let message = message.rsplit_once(" for key `").map_or(message.as_str(), |(m, _)| m);
-            Err(Error::InvalidValue { key: key.to_owned(), message: message.to_owned() })
+            Err(Error::InvalidValue { key: key.to_owned(), message: mask_passwords_in(message) })
         }
     }
 }
 
-fn mask_url_password(url: &str) -> String {
-    // postgres://user:password@host/db -> postgres://user:***@host/db
-    if let Some((scheme, rest)) = url.split_once("://") {
-        if let Some((userinfo, host)) = rest.rsplit_once('@') {
-            if let Some((user, _)) = userinfo.split_once(':') {
-                return format!("{scheme}://{user}:***@{host}");
+/// `url` with every password libpq or tokio-postgres would read from it
+/// replaced by `***`: a URL's userinfo (`postgres://u:p@h1,h2/db`) and its
+/// `password` query parameter (percent-encoded or not), or a key/value
+/// string's `password = 'a b'` (libpq quoting and backslash escapes). Keys
+/// match in any case and by their ending (`sslpassword`); when unsure, more is
+/// masked rather than less.
+pub fn mask_url_password(url: &str) -> String {
+    let is_url = url
+        .trim_start()
+        .split_once("://")
+        .is_some_and(|(scheme, _)| !scheme.is_empty() && scheme.chars().all(is_scheme_char));
+    if is_url {
+        mask_url(url)
+    } else {
+        mask_keyword_values(url)
+    }
+}
+
+/// `text` (an error message, say) with the passwords of the connection
+/// strings in it masked, as [`mask_url_password`] does.
+pub fn mask_passwords_in(text: &str) -> String {
+    let text = mask_keyword_values(text);
+    let mut masked = String::with_capacity(text.len());
+    let mut rest = text.as_str();
+    while let Some(separator) = rest.find("://") {
+        let start = rest[..separator].trim_end_matches(is_scheme_char).len();
+        let end = rest[separator..]
+            .find(|c: char| c.is_whitespace() || "\"'`".contains(c))
+            .map_or(rest.len(), |i| separator + i);
+        masked.push_str(&rest[..start]);
+        masked.push_str(&mask_url(&rest[start..end]));
+        rest = &rest[end..];
+    }
+    masked.push_str(rest);
+    masked
+}
+
+fn is_scheme_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || "+.-".contains(c)
+}
+
+fn is_password_key(key: &str) -> bool {
+    key.trim().to_ascii_lowercase().ends_with("password")
+}
+
+fn mask_url(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let mut masked = format!("{scheme}://");
+    // Both parsers end the userinfo at its first `@`; taking the last one
+    // before the query also masks a password with a raw `@` or `/` in it.
+    let rest = match rest.find('@') {
+        Some(first_at) => {
+            let query = rest[first_at..].find('?').map_or(rest.len(), |i| first_at + i);
+            let at = rest[..query].rfind('@').unwrap_or(first_at);
+            match rest[..at].split_once(':') {
+                Some((user, _)) => {
+                    masked.push_str(user);
+                    masked.push_str(":***");
+                    &rest[at..]
+                }
+                None => rest,
             }
         }
-        return url.to_owned();
-    }
-    // key=value form: mask password=...
-    url.split_whitespace()
-        .map(|part| match part.split_once('=') {
-            Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
-            _ => part.to_owned(),
+        None => rest,
+    };
+    let Some((before, query)) = rest.split_once('?') else {
+        masked.push_str(rest);
+        return masked;
+    };
+    let pairs: Vec<String> = query
+        .split('&')
+        .map(|pair| {
+            let key = url::form_urlencoded::parse(pair.as_bytes()).next().map(|(key, _)| key);
+            match pair.split_once('=') {
+                Some((raw_key, _)) if key.is_some_and(|key| is_password_key(&key)) => {
+                    format!("{raw_key}=***")
+                }
+                _ => pair.to_owned(),
+            }
         })
-        .collect::<Vec<_>>()
-        .join(" ")
+        .collect();
+    format!("{masked}{before}?{}", pairs.join("&"))
+}
+
+/// Masks the value after every `…password =` in `text`, read as libpq reads
+/// a key/value connection string.
+fn mask_keyword_values(text: &str) -> String {
+    let lower = text.to_ascii_lowercase(); // same byte offsets as `text`
+    let mut masked = String::with_capacity(text.len());
+    let (mut copied, mut from) = (0, 0);
+    while let Some(found) = lower[from..].find("password") {
+        from += found + "password".len();
+        let Some(value) = text[from..].trim_start().strip_prefix('=') else { continue };
+        let value = value.trim_start();
+        let start = text.len() - value.len();
+        let end = start + conninfo_value_len(value);
+        if end > start {
+            masked.push_str(&text[copied..start]);
+            masked.push_str("***");
+            (copied, from) = (end, end);
+        }
+    }
+    masked.push_str(&text[copied..]);
+    masked
+}
+
+/// The length of the key/value connection string value `s` starts with:
+/// quoted up to the closing quote, or unquoted up to whitespace; a backslash
+/// escapes the next character in both. Unterminated, it runs to the end.
+fn conninfo_value_len(s: &str) -> usize {
+    let quoted = s.starts_with('\'');
+    let mut chars = s.char_indices().skip(usize::from(quoted));
+    while let Some((i, c)) = chars.next() {
+        match c {
+            '\\' => {
+                chars.next();
+            }
+            '\'' if quoted => return i + 1,
+            c if !quoted && c.is_ascii_whitespace() => return i,
+            _ => {}
+        }
+    }
+    s.len()
 }
 
 fn optional_secret<'de, D: Deserializer<'de>>(de: D) -> Result<Option<Secret>, D::Error> {
@@ -546,7 +659,80 @@ mod tests {
         assert!(!shown.contains("hunter2") && !shown.contains("t0ps3cret"), "{shown}");
         assert!(shown.contains("postgres://app:***@db/app"));
         assert!(!format!("{s:?}").contains("hunter2"));
-        assert_eq!(mask_url_password("host=db password=hunter2 user=app"), "host=db password=*** user=app");
+    }
+
+    #[test]
+    fn every_form_of_database_password_is_masked() {
+        for (url, masked) in [
+            ("postgres://app:hunter2@db/app", "postgres://app:***@db/app"),
+            ("postgresql://app:hunter2@h1:5432,h2:5433/app", "postgresql://app:***@h1:5432,h2:5433/app"),
+            ("postgres://app:hun%40ter2@db/app", "postgres://app:***@db/app"),
+            ("postgres://:hunter2@db/app", "postgres://:***@db/app"),
+            ("postgres://app:hun@ter/2@db/app", "postgres://app:***@db/app"),
+            ("postgres://app:hun?ter2@db/app?sslmode=require", "postgres://app:***@db/app?sslmode=require"),
+            ("postgres://app@db/app?password=hunter2", "postgres://app@db/app?password=***"),
+            (
+                "postgres://app@db/app?sslmode=require&password=hunter2&application_name=x",
+                "postgres://app@db/app?sslmode=require&password=***&application_name=x",
+            ),
+            ("postgres://app@db/app?PassWord=hunter2", "postgres://app@db/app?PassWord=***"),
+            ("postgres://app@db/app?%70assword=hunter2", "postgres://app@db/app?%70assword=***"),
+            ("postgres://app@db/app?sslpassword=hunter2", "postgres://app@db/app?sslpassword=***"),
+            ("postgres://app@db/app", "postgres://app@db/app"),
+            ("host=db password=hunter2 user=app", "host=db password=*** user=app"),
+            ("host=db password = hunter2 user=app", "host=db password = *** user=app"),
+            ("host=db password='hun ter2' user=app", "host=db password=*** user=app"),
+            (r"host=db password='hun\' ter2' user=app", "host=db password=*** user=app"),
+            (r"host=db password=hun\ ter2 user=app", "host=db password=*** user=app"),
+            ("host=db PASSWORD=hunter2", "host=db PASSWORD=***"),
+            ("host=db password=hunter2://x@y", "host=db password=***"),
+            ("host=db password='hun ter2", "host=db password=***"),
+        ] {
+            assert_eq!(mask_url_password(url), masked, "{url}");
+        }
+    }
+
+    #[test]
+    fn the_forms_masked_are_the_ones_the_driver_reads() {
+        for url in [
+            "postgres://app:hunter2@h1,h2/app",
+            "postgres://app@db/app?password=hunter2",
+            "postgres://app@db/app?%70assword=hunter2",
+            "host=db password = hunter2 user=app",
+            r"host=db password='hunter2\' x' user=app",
+            r"host=db password=hunter2\ x user=app",
+        ] {
+            let config: tokio_postgres::Config = url.parse().unwrap();
+            let password = String::from_utf8_lossy(config.get_password().unwrap()).into_owned();
+            assert!(password.starts_with("hunter2"), "{url}: {password}");
+            assert!(!mask_url_password(url).contains("hunter2"), "{url}");
+        }
+    }
+
+    #[test]
+    fn configuration_errors_mask_database_passwords() {
+        let dir = std::env::temp_dir().join(format!("postbox-config-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("postbox.toml");
+        std::fs::write(&file, "[database]\nurl = postgres://app:hunter2@db/app\n").unwrap();
+        let unquoted = Settings::load_from(Some(&file), []).unwrap_err().to_string();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(unquoted.contains("postgres://app:***@db/app"), "{unquoted}");
+
+        let misplaced = error(&[("POSTBOX_DATABASE__POOL_SIZE", "host=db password='hun ter2'")]);
+        assert!(misplaced.starts_with("invalid value for `database.pool_size`"), "{misplaced}");
+        for shown in [&unquoted, &misplaced] {
+            assert!(!shown.contains("hunter2") && !shown.contains("hun ter2"), "{shown}");
+        }
+    }
+
+    #[test]
+    fn passwords_are_masked_anywhere_in_a_message() {
+        assert_eq!(
+            mask_passwords_in(r#"bad "postgres://a:b@h/db" then password = 'x y' and postgres://c:d@h"#),
+            r#"bad "postgres://a:***@h/db" then password = *** and postgres://c:***@h"#
+        );
+        assert_eq!(mask_passwords_in("password authentication failed"), "password authentication failed");
     }
 
     proptest::proptest! {

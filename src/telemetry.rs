@@ -1,6 +1,8 @@
 //! Logging setup: human-readable or JSON lines, filtered by `RUST_LOG`
 //! (default `info`).
 
+use std::io::{self, Write};
+
 use tracing_subscriber::{fmt, EnvFilter};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -22,10 +24,27 @@ pub fn init(format: LogFormat) {
     }
     let builder = fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+        .with_writer(|| LossyStderr)
+        .with_ansi(io::IsTerminal::is_terminal(&io::stderr()));
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// stderr that drops what it cannot write. tracing-subscriber reports a failed
+/// write with eprintln!, which panics when stderr is a closed pipe (`postbox
+/// run 2>&1 | head`), in whichever task was logging: the signal handler's
+/// panic left `postbox run` deaf to SIGTERM.
+struct LossyStderr;
+
+impl Write for LossyStderr {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let _ = io::stderr().write_all(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
     }
 }

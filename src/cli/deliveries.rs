@@ -53,8 +53,7 @@ pub async fn run(client: &Client, command: Command, json: bool) -> anyhow::Resul
             };
             let found = deliveries::list(client, &filter).await?;
             if json {
-                output::json(&found);
-                return Ok(());
+                return output::json(&found);
             }
             let rows: Vec<Vec<String>> = found
                 .iter()
@@ -73,13 +72,12 @@ pub async fn run(client: &Client, command: Command, json: bool) -> anyhow::Resul
             output::table(
                 &["ID", "CREATED", "STATUS", "ATTEMPTS", "EVENT TYPE", "ENDPOINT", "LAST ERROR"],
                 &rows,
-            );
+            )?;
         }
         Command::Show { id } => {
             let detail = deliveries::get(client, id).await?;
             if json {
-                output::json(&detail);
-                return Ok(());
+                return output::json(&detail);
             }
             let d = &detail.delivery;
             output::fields(&[
@@ -98,43 +96,48 @@ pub async fn run(client: &Client, command: Command, json: bool) -> anyhow::Resul
                     },
                 ),
                 ("request body", detail.request_body.clone()),
-            ]);
+            ])?;
             for attempt in &detail.attempts {
-                println!(
+                output::line(format_args!(
                     "\n--- attempt {} at {} ({} ms)",
                     attempt.attempt_number, attempt.started_at, attempt.duration_ms
-                );
-                println!("request headers:");
-                print_headers(attempt.request_headers.as_ref());
+                ))?;
+                output::line("request headers:")?;
+                print_headers(attempt.request_headers.as_ref())?;
                 match (attempt.response_status, &attempt.error) {
                     (Some(status), _) => {
-                        println!("response: HTTP {status}");
-                        print_headers(attempt.response_headers.as_ref());
+                        output::line(format_args!("response: HTTP {status}"))?;
+                        print_headers(attempt.response_headers.as_ref())?;
                         match attempt.response_body.as_deref() {
-                            Some("") | None => println!("  (empty body)"),
-                            Some(body) => println!("{body}"),
+                            Some("") | None => output::line("  (empty body)")?,
+                            Some(body) => output::line(body)?,
                         }
                     }
-                    (None, error) => println!("error: {}", output::or_dash(error.as_ref())),
+                    (None, error) => {
+                        let error = output::escape_line(error.as_deref().unwrap_or("-"));
+                        output::line(format_args!("error: {error}"))?
+                    }
                 }
             }
         }
         Command::Redeliver { id } => {
             deliveries::redeliver(client, id).await?;
             if json {
-                output::json(&serde_json::json!({ "redelivering": id }));
+                output::json(&serde_json::json!({ "redelivering": id }))?;
             } else {
-                println!("delivery {id} will be attempted again now");
+                output::line(format_args!("delivery {id} will be attempted again now"))?;
             }
         }
     }
     Ok(())
 }
 
-fn print_headers(headers: Option<&Value>) {
+fn print_headers(headers: Option<&Value>) -> anyhow::Result<()> {
     if let Some(Value::Object(map)) = headers {
         for (name, value) in map {
-            println!("  {name}: {}", value.as_str().unwrap_or_default());
+            let value = value.as_str().unwrap_or_default();
+            output::line(format_args!("  {}: {}", output::escape_line(name), output::escape_line(value)))?;
         }
     }
+    Ok(())
 }

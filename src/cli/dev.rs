@@ -9,6 +9,7 @@ use axum::{body::Bytes, http::HeaderMap, http::StatusCode, Router};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use super::output;
 use postbox::{
     config::{Secret, Settings},
     db::{self, localpg::LocalPostgres, schema},
@@ -33,8 +34,7 @@ pub async fn run(dev: Dev, mut settings: Settings, shutdown: CancellationToken) 
         .context("cannot start a local PostgreSQL")?;
     let outcome = serve(&postgres, &mut settings, shutdown).await;
     tokio::task::spawn_blocking(move || postgres.remove()).await?;
-    println!("postbox dev: stopped; the database and its files are gone");
-    outcome
+    outcome.and(output::line("postbox dev: stopped; the database and its files are gone"))
 }
 
 async fn serve(
@@ -61,8 +61,10 @@ async fn serve(
         .await?;
     client.execute("select postbox.subscribe($1, secret => $2)", &[&receiver_url, &DEV_SECRET]).await?;
     let stop_echo = shutdown.clone();
+    let stop_all = shutdown.clone();
     let echo = tokio::spawn(async move {
-        axum::serve(receiver, Router::new().fallback(echo))
+        let print = move |headers, body| echo(headers, body, stop_all.clone());
+        axum::serve(receiver, Router::new().fallback(print))
             .with_graceful_shutdown(stop_echo.cancelled_owned())
             .await
     });
@@ -70,21 +72,23 @@ async fn serve(
     let relay = match postbox::Relay::bind(settings.clone()).await {
         // Another program has the admin port (8080 is popular): any free port will do here.
         Err(postbox::Error::Listen { address, .. }) => {
-            println!("postbox dev: {address} is taken; serving the web page on another port");
+            output::line(format_args!(
+                "postbox dev: {address} is taken; serving the web page on another port"
+            ))?;
             settings.admin.listen = SocketAddr::from(([127, 0, 0, 1], 0));
             postbox::Relay::bind(settings.clone()).await?
         }
         relay => relay?,
     };
-    print_welcome(postgres, &relay.admin_addr(), &receiver_url);
+    print_welcome(postgres, &relay.admin_addr(), &receiver_url)?;
     relay.run(shutdown).await?;
     echo.await??;
     Ok(())
 }
 
-fn print_welcome(postgres: &LocalPostgres, admin: &SocketAddr, receiver: &str) {
+fn print_welcome(postgres: &LocalPostgres, admin: &SocketAddr, receiver: &str) -> anyhow::Result<()> {
     let url = postgres.url();
-    println!(
+    output::line(format_args!(
         r#"
 postbox dev is running; Ctrl-C stops it and removes everything it made.
 
@@ -99,24 +103,28 @@ Try:
   open http://{admin}/ to see the delivery and its attempts
 "#,
         dir = postgres.dir().display(),
-    );
+    ))
 }
 
-/// Prints each webhook, checking its signature as a receiver would.
-async fn echo(headers: HeaderMap, body: Bytes) -> StatusCode {
+/// Prints each webhook, checking its signature as a receiver would. With
+/// nowhere left to print, `postbox dev` stops.
+async fn echo(headers: HeaderMap, body: Bytes, shutdown: CancellationToken) -> StatusCode {
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default();
     let key = SigningKey::from_secret(DEV_SECRET).expect("the dev secret is valid");
     let verified = header("webhook-timestamp").parse().is_ok_and(|timestamp| {
         signing::verify(&key, header("webhook-id"), timestamp, &body, header("webhook-signature"))
     });
-    println!(
+    let printed = output::line(format_args!(
         "receiver: {} {} {} attempt {}: {}",
         if verified { "verified" } else { "UNVERIFIED" },
         header("postbox-event-type"),
         header("webhook-id"),
         header("postbox-attempt"),
         String::from_utf8_lossy(&body),
-    );
+    ));
+    if printed.is_err() {
+        shutdown.cancel();
+    }
     if verified {
         StatusCode::NO_CONTENT
     } else {

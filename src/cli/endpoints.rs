@@ -92,16 +92,19 @@ pub async fn run(client: &Client, command: Command, json: bool) -> anyhow::Resul
             };
             let created = endpoints::create(client, &new).await?;
             if json {
-                output::json(&created);
+                output::json(&created)?;
             } else {
-                show(&created.endpoint);
-                println!("\nsecret  {}\n(shown once: store it with the receiver now)", created.secret);
+                show(&created.endpoint)?;
+                output::line(format_args!(
+                    "\nsecret  {}\n(shown once: store it with the receiver now)",
+                    created.secret
+                ))?;
             }
         }
         Command::List => {
             let all = endpoints::list(client).await?;
             if json {
-                output::json(&all);
+                output::json(&all)?;
             } else {
                 let rows: Vec<Vec<String>> = all
                     .iter()
@@ -116,10 +119,10 @@ pub async fn run(client: &Client, command: Command, json: bool) -> anyhow::Resul
                         ]
                     })
                     .collect();
-                output::table(&["ID", "STATE", "LAST 24H", "EVENT TYPES", "TENANT", "URL"], &rows);
+                output::table(&["ID", "STATE", "LAST 24H", "EVENT TYPES", "TENANT", "URL"], &rows)?;
             }
         }
-        Command::Show { id } => print(&endpoints::get(client, id).await?, json),
+        Command::Show { id } => print(&endpoints::get(client, id).await?, json)?,
         Command::Update(update) => {
             let change = EndpointUpdate {
                 url: update.url,
@@ -134,47 +137,51 @@ pub async fn run(client: &Client, command: Command, json: bool) -> anyhow::Resul
                 description: update.description.map(Some),
                 enabled: None,
             };
-            print(&endpoints::update(client, update.id, &change).await?, json);
+            print(&endpoints::update(client, update.id, &change).await?, json)?;
         }
-        Command::Enable { id } => print(&endpoints::set_enabled(client, id, true).await?, json),
-        Command::Disable { id } => print(&endpoints::set_enabled(client, id, false).await?, json),
+        Command::Enable { id } => print(&endpoints::set_enabled(client, id, true).await?, json)?,
+        Command::Disable { id } => print(&endpoints::set_enabled(client, id, false).await?, json)?,
         Command::Rm { id } => {
             endpoints::delete(client, id).await?;
             if json {
-                output::json(&serde_json::json!({ "deleted": id }));
+                output::json(&serde_json::json!({ "deleted": id }))?;
             } else {
-                println!("deleted endpoint {id}");
+                output::line(format_args!("deleted endpoint {id}"))?;
             }
         }
         Command::RotateSecret { id } => {
             let secret = endpoints::rotate_secret(client, id).await?;
             if json {
-                output::json(&serde_json::json!({ "secret": secret, "previous_secret_valid_for": "24h" }));
+                output::json(&serde_json::json!({ "secret": secret, "previous_secret_valid_for": "24h" }))?;
             } else {
-                println!("secret  {secret}\n(shown once; the previous secret keeps signing for 24 h)");
+                output::line(format_args!(
+                    "secret  {secret}\n(shown once; the previous secret keeps signing for 24 h)"
+                ))?;
             }
         }
         Command::Test { id } => {
             let event = endpoints::ping(client, id).await?;
             if json {
-                output::json(&serde_json::json!({ "event_id": event }));
+                output::json(&serde_json::json!({ "event_id": event }))?;
             } else {
-                println!("sent postbox.ping {event}; see `postbox deliveries list --endpoint {id}`");
+                output::line(format_args!(
+                    "sent postbox.ping {event}; see `postbox deliveries list --endpoint {id}`"
+                ))?;
             }
         }
     }
     Ok(())
 }
 
-fn print(endpoint: &Endpoint, json: bool) {
+fn print(endpoint: &Endpoint, json: bool) -> anyhow::Result<()> {
     if json {
-        output::json(endpoint);
+        output::json(endpoint)
     } else {
-        show(endpoint);
+        show(endpoint)
     }
 }
 
-fn show(e: &Endpoint) {
+fn show(e: &Endpoint) -> anyhow::Result<()> {
     output::fields(&[
         ("id", e.id.to_string()),
         ("url", e.url.clone()),
@@ -195,7 +202,7 @@ fn show(e: &Endpoint) {
         ),
         ("created", e.created_at.clone()),
         ("updated", e.updated_at.clone()),
-    ]);
+    ])
 }
 
 /// "97% of 120 attempts" over the endpoint's deliveries of the last 24 hours.

@@ -1,5 +1,7 @@
 //! `postbox emit`, `postbox track`, `postbox replay`, `postbox status`.
 
+use std::io::{IsTerminal, Write};
+
 use anyhow::Context;
 use clap::Args;
 use serde_json::{json, Value};
@@ -66,11 +68,10 @@ pub async fn emit(client: &Client, emit: Emit, json: bool) -> anyhow::Result<()>
         .map_err(postbox::admin::Error::from)?
         .get(0);
     if json {
-        output::json(&json!({ "event_id": event }));
+        output::json(&json!({ "event_id": event }))
     } else {
-        println!("{event}");
+        output::line(event)
     }
-    Ok(())
 }
 
 pub async fn track(client: &Client, track: Track, json: bool) -> anyhow::Result<()> {
@@ -92,11 +93,10 @@ pub async fn track(client: &Client, track: Track, json: bool) -> anyhow::Result<
     result.map_err(postbox::admin::Error::from)?;
     let verb = if track.untrack { "untracked" } else { "tracking" };
     if json {
-        output::json(&json!({ verb: track.table }));
+        output::json(&json!({ verb: track.table }))
     } else {
-        println!("{verb} {}", track.table);
+        output::line(format_args!("{verb} {}", track.table))
     }
-    Ok(())
 }
 
 pub async fn replay(client: &Client, replay: Replay, json: bool) -> anyhow::Result<()> {
@@ -106,20 +106,18 @@ pub async fn replay(client: &Client, replay: Replay, json: bool) -> anyhow::Resu
     drop(spinner);
     let replayed = result?;
     if json {
-        output::json(&json!({ "replayed": replayed }));
+        output::json(&json!({ "replayed": replayed }))
     } else {
-        println!("{replayed} deliveries scheduled for {}", replay.endpoint);
+        output::line(format_args!("{replayed} deliveries scheduled for {}", replay.endpoint))
     }
-    Ok(())
 }
 
 pub async fn status(client: &Client, json: bool) -> anyhow::Result<()> {
     let s = status::status(client).await?;
     if json {
-        output::json(&s);
-        return Ok(());
+        return output::json(&s);
     }
-    println!("Backlog");
+    output::line("Backlog")?;
     output::fields(&[
         (
             "  events to dispatch",
@@ -132,24 +130,25 @@ pub async fn status(client: &Client, json: bool) -> anyhow::Result<()> {
                 s.pending_deliveries, s.due_deliveries, s.delivery_lag_seconds
             ),
         ),
-    ]);
-    println!("Last minute");
+    ])?;
+    output::line("Last minute")?;
     output::fields(&[(
         "  attempts",
         format!(
             "{} ({} succeeded, {} failed)",
             s.last_minute.attempts, s.last_minute.succeeded, s.last_minute.failed
         ),
-    )]);
-    println!(
+    )])?;
+    output::line(format_args!(
         "Endpoints: {} ({} failing, {} disabled)",
         s.endpoints,
         s.failing_endpoints.len(),
         s.disabled_endpoints.len()
-    );
+    ))?;
     for (label, troubles) in [("FAILING ", &s.failing_endpoints), ("DISABLED", &s.disabled_endpoints)] {
         for t in troubles {
-            println!("  {label} {}  {}  {}", t.id, t.url, t.detail);
+            let (url, detail) = (output::escape_line(&t.url), output::escape_line(&t.detail));
+            output::line(format_args!("  {label} {}  {url}  {detail}", t.id))?;
         }
     }
     Ok(())
@@ -166,7 +165,6 @@ struct Spinner {
 
 impl Spinner {
     fn start(message: String) -> Self {
-        use std::io::{IsTerminal, Write};
         if !std::io::stderr().is_terminal() {
             return Self { task: None };
         }
@@ -175,8 +173,9 @@ impl Spinner {
             let mut interval = tokio::time::interval(std::time::Duration::from_millis(200));
             loop {
                 interval.tick().await;
-                eprint!("\r{message} … {:.0}s", started.elapsed().as_secs_f64());
-                let _ = std::io::stderr().flush();
+                let mut stderr = std::io::stderr().lock();
+                let _ = write!(stderr, "\r{message} … {:.0}s", started.elapsed().as_secs_f64());
+                let _ = stderr.flush();
             }
         });
         Self { task: Some(task) }
@@ -187,7 +186,7 @@ impl Drop for Spinner {
     fn drop(&mut self) {
         if let Some(task) = self.task.take() {
             task.abort();
-            eprint!("\r\x1b[2K");
+            let _ = std::io::stderr().write_all(b"\r\x1b[2K");
         }
     }
 }

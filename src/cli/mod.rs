@@ -4,7 +4,7 @@ mod deliveries;
 mod dev;
 mod endpoints;
 mod events;
-mod output;
+pub mod output;
 
 use std::path::PathBuf;
 
@@ -70,17 +70,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Migrate => migrate(&settings).await,
         Command::Run => {
             let shutdown = CancellationToken::new();
-            tokio::spawn(stop_on_signal(shutdown.clone()));
+            stop_on_signal(shutdown.clone());
             postbox::run(settings, shutdown).await?;
             Ok(())
         }
-        Command::Config => {
-            print_config(&settings, cli.json);
-            Ok(())
-        }
+        Command::Config => print_config(&settings, cli.json),
         Command::Dev(options) => {
             let shutdown = CancellationToken::new();
-            tokio::spawn(stop_on_signal(shutdown.clone()));
+            stop_on_signal(shutdown.clone());
             dev::run(options, settings, shutdown).await
         }
         Command::Endpoints(command) => endpoints::run(&connect(&settings).await?, command, cli.json).await,
@@ -101,18 +98,16 @@ async fn migrate(settings: &Settings) -> anyhow::Result<()> {
     let applied = schema::migrate(&mut client).await?;
     let version = schema::installed_version(&client).await?;
     if applied.is_empty() {
-        println!("schema is up to date (version {version})");
+        output::line(format_args!("schema is up to date (version {version})"))
     } else {
-        println!("applied migrations {applied:?}; schema is at version {version}");
+        output::line(format_args!("applied migrations {applied:?}; schema is at version {version}"))
     }
-    Ok(())
 }
 
-fn print_config(settings: &Settings, json: bool) {
+fn print_config(settings: &Settings, json: bool) -> anyhow::Result<()> {
     let values = settings.masked();
     if json {
-        println!("{}", serde_json::to_string_pretty(&values).expect("a map of JSON values serializes"));
-        return;
+        return output::json(&values);
     }
     for (key, value) in values {
         let shown = match value {
@@ -120,19 +115,23 @@ fn print_config(settings: &Settings, json: bool) {
             serde_json::Value::String(s) => s,
             other => other.to_string(),
         };
-        println!("{key} = {shown}");
+        output::line(format_args!("{key} = {shown}"))?;
     }
+    Ok(())
 }
 
-/// Cancels `shutdown` on the first SIGTERM or SIGINT; a second one exits at once.
-async fn stop_on_signal(shutdown: CancellationToken) {
+/// Cancels `shutdown` on the first SIGTERM or SIGINT; a second one exits at
+/// once. The handlers are in place when this returns.
+fn stop_on_signal(shutdown: CancellationToken) {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler works at startup");
     let mut int = signal(SignalKind::interrupt()).expect("installing a SIGINT handler works at startup");
-    tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
-    tracing::info!("shutting down: finishing in-flight deliveries (signal again to exit now)");
-    shutdown.cancel();
-    tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
-    tracing::warn!("second signal: exiting now");
-    std::process::exit(130);
+    tokio::spawn(async move {
+        tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+        shutdown.cancel();
+        tracing::info!("shutting down: finishing in-flight deliveries (signal again to exit now)");
+        tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+        tracing::warn!("second signal: exiting now");
+        std::process::exit(130);
+    });
 }

@@ -1,7 +1,7 @@
 //! The `postbox` binary as users run it.
 
 use std::{
-    process::{Command, Output, Stdio},
+    process::{Child, Command, Output, Stdio},
     time::{Duration, Instant},
 };
 
@@ -10,6 +10,24 @@ use crate::support::TestDb;
 fn postbox(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut command = Command::new(env!("CARGO_BIN_EXE_postbox"));
     command.args(args).env_remove("DATABASE_URL").env("RUST_LOG", "warn");
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    command.output().expect("run postbox")
+}
+
+/// Runs `postbox ARGS` with stdout a pipe whose read end is closed before it starts.
+fn postbox_into_closed_pipe(args: &[&str], env: &[(&str, &str)]) -> Output {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 writes two new descriptors into `fds`; O_CLOEXEC keeps
+    // other tests' children from inheriting the read end.
+    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0, "pipe2 failed");
+    // SAFETY: both descriptors are open and owned by nothing else.
+    let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    drop(read);
+    let mut command = Command::new(env!("CARGO_BIN_EXE_postbox"));
+    command.args(args).env_remove("DATABASE_URL").env("RUST_LOG", "warn").stdout(write);
     for (key, value) in env {
         command.env(key, value);
     }
@@ -70,6 +88,25 @@ fn config_prints_the_effective_settings_with_secrets_masked() {
     let value: serde_json::Value = serde_json::from_slice(&json.stdout).expect("--json prints JSON");
     assert_eq!(value["relay.batch_size"], 100);
     assert_eq!(value["admin.token"], "***");
+
+    for (url, masked) in [
+        ("postgres://app@db.internal/app?password=hunter2", "postgres://app@db.internal/app?password=***"),
+        ("host=db.internal user=app password = 'hun ter2'", "host=db.internal user=app password = ***"),
+    ] {
+        let shown = stdout(&postbox(&["config"], &[("DATABASE_URL", url)]));
+        assert!(shown.contains(&format!("database.url = {masked}\n")), "{shown}");
+    }
+}
+
+#[tokio::test]
+async fn commands_end_quietly_when_stdout_is_closed() {
+    let db = TestDb::new().await;
+    for args in [&["config"][..], &["config", "--json"], &["status"], &["--help"]] {
+        let output = postbox_into_closed_pipe(args, &[("DATABASE_URL", &db.url)]);
+        let err = stderr(&output);
+        assert!(err.trim().is_empty(), "postbox {args:?} wrote to stderr: {err}");
+        assert!(matches!(output.status.code(), Some(0 | 141)), "postbox {args:?}: {}", output.status);
+    }
 }
 
 #[tokio::test]
@@ -83,25 +120,7 @@ async fn run_exits_zero_on_sigterm() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // Bounded wait for the relay to start listening.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let client = db.connect().await;
-    loop {
-        let listening: i64 = client
-            .query_one(
-                "select count(*) from pg_stat_activity where datname = current_database() and application_name = 'postbox-listen' and query ilike 'listen%'",
-                &[],
-            )
-            .await
-            .unwrap()
-            .get(0);
-        if listening > 0 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "postbox run did not start listening within 20 s");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    drop(client);
+    wait_until_listening(&db, &mut child).await;
     let killed = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
     assert!(killed.success());
     let deadline = Instant::now() + Duration::from_secs(15);
@@ -115,6 +134,72 @@ async fn run_exits_zero_on_sigterm() {
     let output = child.wait_with_output().unwrap();
     assert!(status.success(), "exit status {status}: {}", stderr(&output));
     assert!(stderr(&output).contains("relay stopped"), "{}", stderr(&output));
+}
+
+#[tokio::test]
+async fn run_stops_on_sigterm_when_its_stdout_and_stderr_are_closed() {
+    // Closed before the relay logs anything (`postbox run 2>&1 | true`), and
+    // after it has logged its start (`postbox run 2>&1 | head -3`).
+    for close_at_start in [true, false] {
+        let db = TestDb::new().await;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_postbox"))
+            .arg("run")
+            .env("DATABASE_URL", &db.url)
+            .env("POSTBOX_ADMIN__LISTEN", "127.0.0.1:0")
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut pipes = Some((child.stdout.take(), child.stderr.take()));
+        if close_at_start {
+            drop(pipes.take());
+        }
+        wait_until_listening(&db, &mut child).await;
+        drop(pipes.take());
+        // SAFETY: kill(2) on our own child's pid.
+        assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("postbox run with closed pipes (at start: {close_at_start}) ignored SIGTERM for 15 s");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert!(status.success(), "postbox run with closed pipes (at start: {close_at_start}): {status}");
+    }
+}
+
+/// Waits, at most 20 s, until the `postbox run` in `child` holds its LISTEN
+/// connection to `db`; nothing announces that but the server's own view.
+async fn wait_until_listening(db: &TestDb, child: &mut Child) {
+    let client = db.connect().await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let listening: i64 = client
+            .query_one(
+                "select count(*) from pg_stat_activity where datname = current_database() and application_name = 'postbox-listen' and query ilike 'listen%'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if listening > 0 {
+            return;
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("postbox run exited before it was listening: {status}");
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("postbox run did not start listening within 20 s");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// Runs `postbox ARGS` against `database_url`; panics with its stderr if it fails.
@@ -202,6 +287,43 @@ async fn every_management_verb_works_in_text_and_json() {
         assert!(!output.status.success(), "{args:?} succeeded");
         assert_eq!(err.trim().lines().count(), 1, "{args:?}: {err}");
         assert!(err.contains(expected), "{args:?}: {err}");
+    }
+}
+
+#[tokio::test]
+async fn escape_sequences_from_outside_are_shown_not_obeyed() {
+    use crate::support::{Receiver, Reply, TestApp};
+    let app = TestApp::new().await;
+    let db = app.db.url.clone();
+    let receiver = Receiver::start().await;
+    // Clipboard (OSC 52), window title (OSC 0), clear screen (CSI, 7- and 8-bit), delete.
+    let hostile = "\x1b]52;c;cG9zdGJveA==\x07 \x1b]0;owned\x07 \x1b[2J \u{9b}2J \x7f";
+    receiver.answer_all(Reply::status(500).body(format!("first line\n{hostile}\n")));
+    app.register("order.created").await;
+    let endpoint = app.subscribe(&receiver.url("/"), &["*"]).await;
+    app.emit("order.created", serde_json::json!({})).await;
+    app.dispatch().await;
+    assert_eq!(app.deliver().await, 1);
+    app.sql
+        .execute("update postbox.endpoints set description = $1 where id = $2", &[&hostile, &endpoint])
+        .await
+        .unwrap();
+    let delivery = ok_json(&db, &["deliveries", "list"])[0]["id"].as_str().unwrap().to_owned();
+
+    let shown = ok(&db, &["deliveries", "show", &delivery]);
+    assert!(shown.contains("response: HTTP 500\n"), "{shown}");
+    let escaped = r"\u{1b}]52;c;cG9zdGJveA==\u{7} \u{1b}]0;owned\u{7} \u{1b}[2J \u{9b}2J \u{7f}";
+    assert!(
+        shown.contains(&format!("first line\n{escaped}\n")),
+        "the body, escaped, keeps its lines:\n{shown}"
+    );
+    let described = ok(&db, &["endpoints", "show", &endpoint.to_string()]);
+    assert!(described.contains(escaped), "{described}");
+    let json = ok(&db, &["deliveries", "show", &delivery, "--json"]);
+    let parsed: serde_json::Value = serde_json::from_str(&json).expect("--json prints JSON");
+    assert_eq!(parsed["attempts"][0]["response_body"], format!("first line\n{hostile}\n"), "--json is exact");
+    for text in [shown, described, json] {
+        assert!(!text.contains(|c: char| c.is_control() && c != '\n'), "raw control characters: {text:?}");
     }
 }
 
