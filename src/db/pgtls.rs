@@ -37,6 +37,8 @@ pub enum Error {
     NoRoots,
     #[error("TLS setup: {0}")]
     Rustls(#[from] rustls::Error),
+    #[error("connection string: {0} (expected key=value pairs, e.g. host=db user=app sslmode=verify-full)")]
+    Conninfo(String),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,11 +84,11 @@ pub fn split(url: &str) -> Result<(String, TlsOptions), Error> {
         url.to_owned()
     } else {
         let mut kept = Vec::new();
-        for token in url.split_whitespace() {
-            match token.split_once('=') {
-                Some(("sslmode", value)) => sslmode = Some(value.trim_matches('\'').to_owned()),
-                Some(("sslrootcert", value)) => root_cert = Some(PathBuf::from(value.trim_matches('\''))),
-                _ => kept.push(token),
+        for (key, value) in conninfo_pairs(url)? {
+            match key.as_str() {
+                "sslmode" => sslmode = Some(value),
+                "sslrootcert" => root_cert = Some(PathBuf::from(value)),
+                _ => kept.push(format!("{key}='{}'", value.replace('\\', "\\\\").replace('\'', "\\'"))),
             }
         }
         kept.join(" ")
@@ -101,6 +103,50 @@ pub fn split(url: &str) -> Result<(String, TlsOptions), Error> {
         other => return Err(Error::SslMode(other.to_owned())),
     };
     Ok((rest, TlsOptions { mode, verify, root_cert }))
+}
+
+/// The `key = value` pairs of a libpq key/value connection string: spaces
+/// around `=` allowed, values bare or in single quotes, `\` escaping the
+/// next character in either. Split on whitespace alone, `sslmode = require`
+/// would be missed, and TLS quietly not required.
+fn conninfo_pairs(text: &str) -> Result<Vec<(String, String)>, Error> {
+    let mut pairs = Vec::new();
+    let mut chars = text.chars().peekable();
+    loop {
+        while chars.next_if(|c| c.is_whitespace()).is_some() {}
+        if chars.peek().is_none() {
+            return Ok(pairs);
+        }
+        let mut key = String::new();
+        while let Some(c) = chars.next_if(|c| !c.is_whitespace() && *c != '=') {
+            key.push(c);
+        }
+        while chars.next_if(|c| c.is_whitespace()).is_some() {}
+        if chars.next() != Some('=') {
+            return Err(Error::Conninfo(format!("missing \"=\" after {key:?}")));
+        }
+        while chars.next_if(|c| c.is_whitespace()).is_some() {}
+        let mut value = String::new();
+        if chars.next_if_eq(&'\'').is_some() {
+            loop {
+                match chars.next() {
+                    Some('\\') => value.extend(chars.next()),
+                    Some('\'') => break,
+                    Some(c) => value.push(c),
+                    None => return Err(Error::Conninfo(format!("unterminated quoted value for {key:?}"))),
+                }
+            }
+        } else {
+            while let Some(c) = chars.next_if(|c| !c.is_whitespace()) {
+                if c == '\\' {
+                    value.extend(chars.next());
+                } else {
+                    value.push(c);
+                }
+            }
+        }
+        pairs.push((key, value));
+    }
 }
 
 impl TlsOptions {
@@ -261,7 +307,7 @@ mod tests {
         );
 
         let (rest, tls) = split("host=db user=app sslmode=verify-ca sslrootcert=/ca.pem").unwrap();
-        assert_eq!(rest, "host=db user=app");
+        assert_eq!(rest, "host='db' user='app'");
         assert_eq!((tls.mode, tls.verify), (SslMode::Require, Verify::Chain));
 
         let (_, tls) = split("postgres://db/app").unwrap();
@@ -271,5 +317,23 @@ mod tests {
 
         let err = split("postgres://db/app?sslmode=always").unwrap_err();
         assert!(err.to_string().contains("\"always\""), "{err}");
+    }
+
+    #[test]
+    fn key_value_strings_are_read_as_libpq_reads_them() {
+        // Spaces around "=" and quoted values: TLS must not quietly drop to prefer.
+        let (rest, tls) =
+            split("host = db  sslmode = verify-full sslrootcert = '/etc/my ca.pem' password='it\\'s x'")
+                .unwrap();
+        assert_eq!((tls.mode, tls.verify), (SslMode::Require, Verify::ChainAndName));
+        assert_eq!(tls.root_cert, Some(PathBuf::from("/etc/my ca.pem")));
+        assert_eq!(rest, r"host='db' password='it\'s x'");
+        let config: tokio_postgres::Config = rest.parse().expect("tokio-postgres reads what is left");
+        assert_eq!(config.get_password(), Some(&b"it's x"[..]));
+
+        let (_, tls) = split(r"sslmode=require dbname=a\ b").unwrap();
+        assert_eq!(tls.mode, SslMode::Require);
+        assert!(split("host=db sslmode").unwrap_err().to_string().contains("missing \"=\""));
+        assert!(split("password='open").unwrap_err().to_string().contains("unterminated"));
     }
 }
