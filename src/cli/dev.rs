@@ -47,6 +47,13 @@ async fn serve(
     schema::migrate(&mut client).await?;
 
     settings.database.url = Some(Secret::new(url.clone()));
+    // Loopback alone does not keep other users of this machine out of the
+    // API: a fresh token each run, printed below, unless one is configured.
+    if settings.admin.token.is_none() {
+        let bytes: [u8; 24] = rand::random();
+        settings.admin.token =
+            Some(Secret::new(bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()));
+    }
     // The echo receiver is on loopback; publish that before subscribing it.
     settings.network.allow_private = true;
     let notify = settings.relay.wakeup == postbox::config::Wakeup::Notify;
@@ -80,13 +87,19 @@ async fn serve(
         }
         relay => relay?,
     };
-    print_welcome(postgres, &relay.admin_addr(), &receiver_url)?;
+    let token = settings.admin.token.as_ref().map(|t| t.expose().to_owned()).unwrap_or_default();
+    print_welcome(postgres, &relay.admin_addr(), &token, &receiver_url)?;
     relay.run(shutdown).await?;
     echo.await??;
     Ok(())
 }
 
-fn print_welcome(postgres: &LocalPostgres, admin: &SocketAddr, receiver: &str) -> anyhow::Result<()> {
+fn print_welcome(
+    postgres: &LocalPostgres,
+    admin: &SocketAddr,
+    token: &str,
+    receiver: &str,
+) -> anyhow::Result<()> {
     let url = postgres.url();
     output::line(format_args!(
         r#"
@@ -95,6 +108,8 @@ postbox dev is running; Ctrl-C stops it and removes everything it made.
   database   {url}
              (a throwaway server, files in {dir})
   web page   http://{admin}/
+  token      {token}
+             (the page asks for it once; the API takes Authorization: Bearer)
   receiver   {receiver} (prints every webhook; subscribed to *)
 
 Try:

@@ -95,12 +95,18 @@ fn classify_v6(ip: Ipv6Addr) -> Option<&'static str> {
     if ip.is_loopback() {
         return Some("loopback");
     }
-    // ::ffff:a.b.c.d (mapped), ::a.b.c.d (compatible), 64:ff9b::a.b.c.d (NAT64)
+    // ::ffff:a.b.c.d (mapped), ::ffff:0:a.b.c.d (translated), ::a.b.c.d
+    // (compatible), 64:ff9b::a.b.c.d (NAT64)
     let embedded = |hi: u16, lo: u16| Ipv4Addr::new((hi >> 8) as u8, hi as u8, (lo >> 8) as u8, lo as u8);
     match segments {
-        [0, 0, 0, 0, 0, 0xffff, hi, lo] | [0, 0, 0, 0, 0, 0, hi, lo] | [0x64, 0xff9b, 0, 0, 0, 0, hi, lo] => {
+        [0, 0, 0, 0, 0, 0xffff, hi, lo]
+        | [0, 0, 0, 0, 0xffff, 0, hi, lo]
+        | [0, 0, 0, 0, 0, 0, hi, lo]
+        | [0x64, 0xff9b, 0, 0, 0, 0, hi, lo] => {
             return classify_v4(embedded(hi, lo));
         }
+        // Local-use NAT64 (RFC 8215): translates to whatever the local network holds.
+        [0x64, 0xff9b, 1, ..] => return Some("local-use NAT64"),
         // 6to4 carries an IPv4 address in segments 1 and 2
         [0x2002, hi, lo, ..] => return classify_v4(embedded(hi, lo)),
         _ => {}
@@ -153,6 +159,10 @@ mod tests {
             "::127.0.0.1",
             "64:ff9b::a9fe:a9fe",
             "2002:7f00:1::",
+            "::ffff:0:7f00:1",
+            "::ffff:0:a00:1",
+            "64:ff9b:1::1",
+            "64:ff9b:1:ffff::808:808",
         ] {
             assert!(refused(ip), "{ip} should be refused");
         }
@@ -160,9 +170,15 @@ mod tests {
 
     #[test]
     fn allows_public_addresses() {
-        for ip in
-            ["1.1.1.1", "8.8.8.8", "172.32.0.1", "100.128.0.1", "2606:4700:4700::1111", "::ffff:1.1.1.1"]
-        {
+        for ip in [
+            "1.1.1.1",
+            "8.8.8.8",
+            "172.32.0.1",
+            "100.128.0.1",
+            "2606:4700:4700::1111",
+            "::ffff:1.1.1.1",
+            "::ffff:0:101:101",
+        ] {
             assert!(!refused(ip), "{ip} should be allowed");
         }
     }

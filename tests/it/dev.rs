@@ -58,6 +58,8 @@ async fn dev_mode_runs_everything_locally_and_ctrl_c_removes_it() {
     assert!(dir.exists(), "{dir:?}");
     let page = output.line_with("web page", START_LIMIT).await;
     let page = page.split_whitespace().last().unwrap().to_owned();
+    let token = output.line_with("token ", START_LIMIT).await.split_whitespace().last().unwrap().to_owned();
+    assert!(token.len() >= 32, "a random admin token: {token}");
     output.line_with("psql", START_LIMIT).await;
 
     // The first line to try, as a user would run it.
@@ -68,6 +70,11 @@ async fn dev_mode_runs_everything_locally_and_ctrl_c_removes_it() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let html = reqwest::get(&page).await.unwrap();
     assert_eq!(html.status(), 200, "the web page is served at {page}");
+    let http = reqwest::Client::new();
+    let api = format!("{page}api/v1/endpoints");
+    assert_eq!(http.get(&api).send().await.unwrap().status(), 401, "the API needs the printed token");
+    let listed = http.get(&api).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(listed.status(), 200, "and takes it");
     drop(client);
 
     // Ctrl-C reaches the whole foreground process group; everything it made goes away.
