@@ -55,7 +55,7 @@ declare
     event_bytes bigint;
     max_bytes   bigint;
 begin
-    if new.event_type like 'postbox.%' and not postbox.may_emit_reserved_types() then
+    if lower(new.event_type) like 'postbox.%' and not postbox.may_emit_reserved_types() then
         raise exception 'event type % is reserved: types beginning with "postbox." are emitted by postbox itself',
             quote_literal(new.event_type)
             using errcode = 'insufficient_privilege';
@@ -73,19 +73,25 @@ begin
         raise exception 'event actor must be a JSON object, got %', jsonb_typeof(new.actor)
             using errcode = 'invalid_parameter_value';
     end if;
+    if new.previous is not null and jsonb_typeof(new.previous) <> 'object' then
+        raise exception 'event previous must be a JSON object of the old values, got %', jsonb_typeof(new.previous)
+            using errcode = 'invalid_parameter_value';
+    end if;
     if not (new.occurred_at >= '0001-01-01 00:00:00+00' and new.occurred_at < '10000-01-01 00:00:00+00') then
         raise exception 'event occurred_at % cannot be sent: webhook timestamps are RFC 3339, years 0001 to 9999',
             new.occurred_at
             using errcode = 'datetime_field_overflow';
     end if;
     -- What the relay sends, measured as sent (JSON text, not the compressed
-    -- datum): receivers and the relay hold whole requests in memory.
+    -- datum): receivers and the relay hold whole requests in memory. Tenant
+    -- and subject are not sent but stored and shown: they count too.
     event_bytes := octet_length(new.payload::text) + coalesce(octet_length(new.actor::text), 0)
-                   + coalesce(octet_length(new.previous::text), 0);
+                   + coalesce(octet_length(new.previous::text), 0) + coalesce(octet_length(new.tenant), 0)
+                   + coalesce(octet_length(new.subject_type), 0) + coalesce(octet_length(new.subject_id), 0);
     if event_bytes > 4096 then
         max_bytes := postbox.max_payload_bytes();
         if event_bytes > max_bytes then
-            raise exception 'event is % bytes (payload, actor and previous as JSON), more than the limit of % bytes',
+            raise exception 'event is % bytes (payload, actor and previous as JSON, tenant and subject), more than the limit of % bytes',
                 event_bytes, max_bytes
                 using errcode = 'program_limit_exceeded',
                       hint = 'send a reference to the data instead, or raise the limit: alter database ... set postbox.max_payload_bytes = ...';
@@ -250,13 +256,6 @@ $$;
 -- Tracked tables with a composite primary key: subject_id is the key values
 -- as a JSON array (["1","k,2"]), so that no value's commas can make two rows'
 -- ids alike. A single-column key stays the plain value.
---
--- Partitioned tables: an UPDATE that moves a row to another partition reaches
--- row triggers as a DELETE and an INSERT. Statement triggers on the table
--- mark the UPDATE while it runs (postbox.updating_<oid>); the DELETE half
--- then queues the old row (postbox.moved_<oid>) and the INSERT half takes it
--- back, in the same order, and emits one `updated`. Trigger arguments 5 and
--- 6, given only for partitioned tables: the table's oid and its actions.
 create or replace function postbox.tracked_row_changed() returns trigger
 language plpgsql
 set search_path = pg_catalog, pg_temp
@@ -266,39 +265,24 @@ declare
     tenant_column  text := nullif(tg_argv[1], '');
     excluded       text[] := tg_argv[2]::text[];
     key_columns    text[] := tg_argv[3]::text[];
-    partitioned    boolean := tg_nargs > 4;
     row_json       jsonb;
-    old_json       jsonb;
     data           jsonb;
     previous       jsonb;
     action         text;
     actor_setting  text;
     actor          jsonb;
     subject_key    text;
-    moved          jsonb;
 begin
-    if partitioned and tg_op <> 'UPDATE'
-       and current_setting('postbox.updating_' || tg_argv[4], true) = 'on' then
-        moved := coalesce(nullif(current_setting('postbox.moved_' || tg_argv[4], true), ''), '[]')::jsonb;
-        if tg_op = 'DELETE' then
-            perform set_config('postbox.moved_' || tg_argv[4], (moved || jsonb_build_array(to_jsonb(old)))::text, true);
-            return null;
-        end if;
-        old_json := moved -> 0;
-        perform set_config('postbox.moved_' || tg_argv[4], (moved - 0)::text, true);
-    end if;
-
-    if old_json is null and tg_op = 'INSERT' then
+    if tg_op = 'INSERT' then
         action := 'created';
         row_json := to_jsonb(new);
         data := row_json - excluded;
-    elsif old_json is not null or tg_op = 'UPDATE' then
+    elsif tg_op = 'UPDATE' then
         action := 'updated';
         row_json := to_jsonb(new);
-        old_json := coalesce(old_json, to_jsonb(old));
         data := row_json - excluded;
         select jsonb_object_agg(o.key, o.value) into previous
-        from jsonb_each(old_json - excluded) as o
+        from jsonb_each(to_jsonb(old) - excluded) as o
         where data -> o.key is distinct from o.value;
         if previous is null then
             return null; -- nothing changed outside the excluded columns
@@ -307,9 +291,6 @@ begin
         action := 'destroyed';
         row_json := to_jsonb(old);
         data := row_json - excluded;
-    end if;
-    if partitioned and not action = any (tg_argv[5]::text[]) then
-        return null; -- partitioned tables fire on every operation for the moves
     end if;
 
     actor_setting := nullif(current_setting('postbox.actor', true), '');
@@ -334,120 +315,6 @@ begin
             case when tenant_column is not null then row_json ->> tenant_column end,
             subject, subject_key, actor, previous);
     return null;
-end;
-$$;
-
--- Statement triggers of a tracked partitioned table (argument: its oid).
-create function postbox.tracked_update_begins() returns trigger
-language plpgsql
-set search_path = pg_catalog, pg_temp
-as $$
-begin
-    perform set_config('postbox.updating_' || tg_argv[0], 'on', true);
-    return null;
-end;
-$$;
-
-create function postbox.tracked_update_ends() returns trigger
-language plpgsql
-set search_path = pg_catalog, pg_temp
-as $$
-begin
-    perform set_config('postbox.updating_' || tg_argv[0], '', true);
-    perform set_config('postbox.moved_' || tg_argv[0], '', true);
-    return null;
-end;
-$$;
-
-create or replace function postbox.track(
-    tbl             regclass,
-    subject         text default null,
-    tenant_column   text default null,
-    actions         text[] default '{created,updated,destroyed}',
-    exclude_columns text[] default '{}'
-) returns void
-language plpgsql
-set search_path = pg_catalog, pg_temp
-set client_min_messages = warning
-as $$
-declare
-    subject_name text := coalesce(subject, (select c.relname from pg_class c where c.oid = tbl));
-    key_columns  text[];
-    missing      text;
-    ops          text[];
-    action       text;
-    partitioned  boolean := (select c.relkind = 'p' from pg_class c where c.oid = tbl);
-begin
-    if subject_name !~ '^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$' then
-        raise exception 'invalid subject %: use dot-separated words of letters, digits, "_" and "-"', quote_literal(subject_name)
-            using errcode = 'invalid_parameter_value';
-    end if;
-    if actions is null or cardinality(actions) = 0 then
-        raise exception 'track needs at least one action of created, updated, destroyed'
-            using errcode = 'invalid_parameter_value';
-    end if;
-    foreach action in array actions loop
-        if action is null or action not in ('created', 'updated', 'destroyed') then
-            raise exception 'unknown action %: expected created, updated or destroyed', coalesce(quote_literal(action), 'NULL')
-                using errcode = 'invalid_parameter_value';
-        end if;
-    end loop;
-
-    select string_agg(quote_literal(c), ', ') into missing
-    from unnest(coalesce(exclude_columns, '{}') || coalesce(array[tenant_column], '{}')) as c
-    where not exists (
-        select 1 from pg_attribute a
-        where a.attrelid = tbl and a.attname = c and a.attnum > 0 and not a.attisdropped
-    );
-    if missing is not null then
-        raise exception 'table % has no column %', tbl, missing using errcode = 'undefined_column';
-    end if;
-
-    select array_agg(a.attname::text order by k.ord) into key_columns
-    from pg_index i
-    cross join lateral unnest(i.indkey) with ordinality as k(attnum, ord)
-    join pg_attribute a on a.attrelid = i.indrelid and a.attnum = k.attnum
-    where i.indrelid = tbl and i.indisprimary;
-
-    foreach action in array actions loop
-        perform postbox.register_event_type(subject_name || '.' || action,
-            format('%s %s (tracked table %s)', subject_name, action, tbl));
-    end loop;
-
-    ops := array(
-        select case a when 'created' then 'insert' when 'updated' then 'update' else 'delete' end
-        from unnest(actions) as a group by a
-    );
-
-    perform postbox.untrack(tbl);
-    if partitioned then
-        execute format(
-            'create trigger postbox_track after insert or update or delete on %s for each row '
-            'execute function postbox.tracked_row_changed(%L, %L, %L, %L, %L, %L)',
-            tbl, subject_name, coalesce(tenant_column, ''), coalesce(exclude_columns, '{}')::text,
-            coalesce(key_columns, '{}')::text, tbl::oid, actions::text);
-        execute format('create trigger postbox_track_update_begins before update on %s for each statement '
-                       'execute function postbox.tracked_update_begins(%L)', tbl, tbl::oid);
-        execute format('create trigger postbox_track_update_ends after update on %s for each statement '
-                       'execute function postbox.tracked_update_ends(%L)', tbl, tbl::oid);
-    else
-        execute format(
-            'create trigger postbox_track after %s on %s for each row execute function postbox.tracked_row_changed(%L, %L, %L, %L)',
-            array_to_string(ops, ' or '), tbl, subject_name, coalesce(tenant_column, ''),
-            coalesce(exclude_columns, '{}')::text, coalesce(key_columns, '{}')::text);
-    end if;
-end;
-$$;
-
-create or replace function postbox.untrack(tbl regclass) returns void
-language plpgsql
-set search_path = pg_catalog, pg_temp
-set client_min_messages = warning
-as $$
-begin
-    execute format('drop trigger if exists postbox_track on %s', tbl);
-    execute format('drop trigger if exists postbox_track_update_begins on %s', tbl);
-    execute format('drop trigger if exists postbox_track_update_ends on %s', tbl);
 end;
 $$;
 

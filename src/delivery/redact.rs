@@ -15,7 +15,7 @@ pub const MAX_RESPONSE_HEADER_BYTES: usize = 16 * 1024;
 pub fn is_credential(name: &str) -> bool {
     let name = name.to_ascii_lowercase();
     matches!(name.as_str(), "authorization" | "proxy-authorization" | "cookie" | "set-cookie")
-        || ["token", "secret", "password", "api-key", "apikey", "api_key", "auth", "signature-key"]
+        || ["token", "secret", "password", "passwd", "key", "auth", "credential", "session"]
             .iter()
             .any(|word| name.contains(word))
 }
@@ -76,10 +76,12 @@ mod tests {
     #[test]
     fn credentials_are_masked_and_other_headers_kept() {
         let headers = json!({"authorization": "Bearer abc", "x-api-key": "k", "X-Auth-Token": "t",
+                             "X-Functions-Key": "f", "Ocp-Apim-Subscription-Key": "o", "X-Credential": "c",
                              "x-team": "blue", "webhook-id": "msg_1"});
         assert_eq!(
             mask_credentials(headers),
             json!({"authorization": "***", "x-api-key": "***", "X-Auth-Token": "***",
+                   "X-Functions-Key": "***", "Ocp-Apim-Subscription-Key": "***", "X-Credential": "***",
                    "x-team": "blue", "webhook-id": "msg_1"})
         );
     }

@@ -242,9 +242,10 @@ impl Deliverer {
                 record(decision, Some(status), Some(headers), Some(body), None)
             }
             Err(error) => {
-                let decision = match unsendable {
-                    true => Decision::Failed,
-                    false => self.config.retry.decide(attempt_number, None, None),
+                let decision = if unsendable {
+                    Decision::Failed
+                } else {
+                    self.config.retry.decide(attempt_number, None, None)
                 };
                 warn!(%error, ?decision, "delivery failed");
                 record(decision, None, None, None, Some(error))
