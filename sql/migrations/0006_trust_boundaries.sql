@@ -31,20 +31,21 @@ as $$
 $$;
 
 -- The payload limit a DBA set for this database (ALTER DATABASE ... SET
--- postbox.max_payload_bytes), or 1 MiB. Read from the catalog, not
+-- postbox.max_payload_bytes), or 1 MiB; never below 4 KiB, which the outbox
+-- check lets through without measuring. Read from the catalog, not
 -- current_setting(): a writer can SET a session value but not this one.
 create function postbox.max_payload_bytes() returns bigint
 language sql stable
 set search_path = pg_catalog, pg_temp
 as $$
-    select coalesce(
+    select greatest(4096, coalesce(
         (select substr(s.setting, length('postbox.max_payload_bytes=') + 1)::bigint
          from pg_db_role_setting d
          cross join lateral unnest(d.setconfig) as s(setting)
          where d.setdatabase = (select oid from pg_database where datname = current_database())
            and d.setrole = 0
            and s.setting like 'postbox.max_payload_bytes=%'),
-        1048576);
+        1048576));
 $$;
 
 create or replace function postbox.outbox_validate() returns trigger
@@ -85,9 +86,19 @@ begin
     -- What the relay sends, measured as sent (JSON text, not the compressed
     -- datum): receivers and the relay hold whole requests in memory. Tenant
     -- and subject are not sent but stored and shown: they count too.
-    event_bytes := octet_length(new.payload::text) + coalesce(octet_length(new.actor::text), 0)
-                   + coalesce(octet_length(new.previous::text), 0) + coalesce(octet_length(new.tenant), 0)
-                   + coalesce(octet_length(new.subject_type), 0) + coalesce(octet_length(new.subject_id), 0);
+    -- The common small event skips the text: uncompressed jsonb is never
+    -- more than six times smaller than its text (a control character, one
+    -- byte inside, is six as \u00XX), so a small datum bounds it.
+    event_bytes := coalesce(octet_length(new.tenant), 0) + coalesce(octet_length(new.subject_type), 0)
+                   + coalesce(octet_length(new.subject_id), 0);
+    if pg_column_compression(new.payload) is null and pg_column_compression(new.actor) is null
+       and pg_column_compression(new.previous) is null
+       and event_bytes + 6 * (pg_column_size(new.payload) + coalesce(pg_column_size(new.actor), 0)
+                              + coalesce(pg_column_size(new.previous), 0)) <= 4096 then
+        return new;
+    end if;
+    event_bytes := event_bytes + octet_length(new.payload::text) + coalesce(octet_length(new.actor::text), 0)
+                   + coalesce(octet_length(new.previous::text), 0);
     if event_bytes > 4096 then
         max_bytes := postbox.max_payload_bytes();
         if event_bytes > max_bytes then
