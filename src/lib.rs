@@ -72,8 +72,10 @@ pub enum Error {
     Db(#[from] db::Error),
     #[error("cannot build the HTTP client: {0}")]
     Http(#[from] reqwest::Error),
-    #[error("cannot listen on {address} (admin.listen): {source}")]
-    Listen { address: SocketAddr, source: std::io::Error },
+    #[error(
+        "cannot listen on {address}: {cause}; set admin.listen (or POSTBOX_ADMIN__LISTEN) to a free address"
+    )]
+    Listen { address: SocketAddr, cause: std::io::Error },
     #[error(transparent)]
     TaskFailed(#[from] supervisor::TaskFailed),
 }
@@ -155,7 +157,7 @@ impl Relay {
         let sender = Sender::new(settings.sender_config())?;
         let admin = TcpListener::bind(settings.admin.listen)
             .await
-            .map_err(|source| Error::Listen { address: settings.admin.listen, source })?;
+            .map_err(|cause| Error::Listen { address: settings.admin.listen, cause })?;
         Ok(Self { settings, pool, admin_pool, sender, admin, metrics: Arc::default() })
     }
 
@@ -177,6 +179,7 @@ impl Relay {
             listen: admin.local_addr().expect("a bound listener has an address"),
             allowed_hosts: settings.admin.allowed_hosts.clone(),
             liveness: Arc::clone(&liveness),
+            database: settings.database_url().map(db::target_of).unwrap_or_default(),
         };
         info!(address = %state.listen, "admin HTTP listening");
         let admin_server = tokio::spawn(api::serve(admin, state, shutdown.clone()));
@@ -253,19 +256,20 @@ pub async fn publish_relay_settings(
 /// records the wake-up mode. False when shut down while waiting.
 async fn wait_for_schema(pool: &Pool, settings: &Settings, shutdown: &CancellationToken) -> bool {
     let notify = settings.relay.wakeup == WakeupMode::Notify;
+    let database = settings.database_url().map(db::target_of).unwrap_or_default();
     let mut failures = 0;
     loop {
         let problem = match pool.get().await {
-            Err(err) => format!("database unreachable: {err}"),
+            Err(err) => format!("cannot connect to {database}: {}", db::explain(&err)),
             Ok(client) => match schema::installed_version(&**client).await {
-                Err(err) => format!("cannot read the schema version: {err}"),
+                Err(err) => format!("cannot read the schema version: {}", db::explain(&err)),
                 Ok(version) if version < schema::latest_version() => format!(
                     "schema version {version} installed, {} needed: run `postbox migrate`",
                     schema::latest_version()
                 ),
                 Ok(_) => match publish_relay_settings(&client, settings, notify).await {
                     Ok(()) => return true,
-                    Err(err) => format!("cannot record the relay's settings: {err}"),
+                    Err(err) => format!("cannot record the relay's settings: {}", db::explain(&err)),
                 },
             },
         };

@@ -6,7 +6,10 @@ use axum::{extract::State, http::StatusCode, response::IntoResponse, Json};
 use serde_json::json;
 
 use super::{ApiResult, ApiState};
-use crate::{admin, db::schema};
+use crate::{
+    admin,
+    db::{self, schema},
+};
 
 /// The process is up.
 pub async fn healthz() -> impl IntoResponse {
@@ -17,8 +20,14 @@ pub async fn healthz() -> impl IntoResponse {
 /// and the dispatcher and deliverer loops are making progress.
 pub async fn readyz(State(state): State<ApiState>) -> impl IntoResponse {
     let check = async {
-        let client = state.pool.get().await.map_err(|err| format!("database unreachable: {err}"))?;
-        let installed = schema::installed_version(&**client).await.map_err(|err| err.to_string())?;
+        let client = state
+            .pool
+            .get()
+            .await
+            .map_err(|err| format!("cannot connect to {}: {}", state.database, db::explain(&err)))?;
+        let installed = schema::installed_version(&**client)
+            .await
+            .map_err(|err| format!("cannot read the schema version: {}", db::explain(&err)))?;
         if installed < schema::latest_version() {
             return Err(format!(
                 "schema version {installed}, {} needed: run postbox migrate",

@@ -40,6 +40,8 @@ pub struct ApiState {
     pub allowed_hosts: Vec<String>,
     /// The relay loops' heartbeats, for `/readyz`.
     pub liveness: Arc<Liveness>,
+    /// Where the database is (host:port/database as user), for `/readyz`.
+    pub database: String,
 }
 
 pub fn router(state: ApiState) -> Router {

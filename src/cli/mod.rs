@@ -25,6 +25,12 @@ pub struct Cli {
     #[arg(long, global = true, env = "POSTBOX_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
 
+    /// The database: postgres://user:password@host:5432/database, or
+    /// key=value pairs (also DATABASE_URL, POSTBOX_DATABASE__URL, or
+    /// database.url in the configuration file)
+    #[arg(long, global = true, value_name = "URL")]
+    pub database_url: Option<String>,
+
     /// Log output format
     #[arg(long, global = true, value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -65,7 +71,10 @@ pub enum Command {
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
-    let settings = Settings::load(cli.config.as_deref()).context("invalid configuration")?;
+    let mut settings = Settings::load(cli.config.as_deref()).context("invalid configuration")?;
+    if let Some(url) = cli.database_url {
+        settings.database.url = Some(postbox::config::Secret::new(url));
+    }
     match cli.command {
         Command::Migrate => migrate(&settings).await,
         Command::Run => {
@@ -89,12 +98,29 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+/// A connection for a command that needs the schema: says to migrate first
+/// when it is missing or older than this binary.
 async fn connect(settings: &Settings) -> anyhow::Result<tokio_postgres::Client> {
-    db::connect(settings.database_url()?).await.context("cannot connect to the database")
+    let client = connect_only(settings).await?;
+    let installed = schema::installed_version(&client).await?;
+    if installed == 0 {
+        anyhow::bail!("schema not installed: run `postbox migrate` first");
+    }
+    if installed < schema::latest_version() {
+        anyhow::bail!(
+            "schema version {installed} installed, {} needed: run `postbox migrate`",
+            schema::latest_version()
+        );
+    }
+    Ok(client)
+}
+
+async fn connect_only(settings: &Settings) -> anyhow::Result<tokio_postgres::Client> {
+    Ok(db::connect(settings.database_url()?).await?)
 }
 
 async fn migrate(settings: &Settings) -> anyhow::Result<()> {
-    let mut client = connect(settings).await?;
+    let mut client = connect_only(settings).await?;
     let applied = schema::migrate(&mut client).await?;
     let version = schema::installed_version(&client).await?;
     if applied.is_empty() {

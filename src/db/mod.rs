@@ -77,21 +77,94 @@ fn pool_from(config: tokio_postgres::Config, tls: MakeRustlsConnect, size: usize
         .build()?)
 }
 
+/// What a valid connection string looks like, for errors about one.
+pub const URL_FORMS: &str = "a URL, postgres://user:password@host:5432/database?sslmode=verify-full, \
+                             or key=value pairs, host=db port=5432 dbname=app user=app";
+
 /// Connecting failed, or the connection string is unusable.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
-    #[error(transparent)]
-    Pg(#[from] tokio_postgres::Error),
+    // The causes are in the message (not error sources), so that a chain
+    // printed whole says them once.
+    #[error("cannot connect to {target}: {}", explain(.cause))]
+    Connect { target: String, cause: tokio_postgres::Error },
+    #[error("{}", explain(.0))]
+    Pg(tokio_postgres::Error),
+    #[error("invalid connection string: {0}; expected {URL_FORMS}")]
+    Invalid(String),
     #[error(transparent)]
     Tls(#[from] pgtls::Error),
+}
+
+impl From<tokio_postgres::Error> for ConnectError {
+    fn from(err: tokio_postgres::Error) -> Self {
+        ConnectError::Pg(err)
+    }
+}
+
+/// Where a connection goes, for messages: `host:port/database as user`
+/// (every host of a multi-host string), never the password.
+pub fn target(config: &tokio_postgres::Config) -> String {
+    use tokio_postgres::config::Host;
+    let ports = config.get_ports();
+    let hosts: Vec<String> = config
+        .get_hosts()
+        .iter()
+        .enumerate()
+        .map(|(i, host)| {
+            let port = ports.get(i).or(ports.first()).copied().unwrap_or(5432);
+            match host {
+                Host::Tcp(name) => format!("{name}:{port}"),
+                Host::Unix(dir) => format!("{}/.s.PGSQL.{port}", dir.display()),
+            }
+        })
+        .collect();
+    let hosts = if hosts.is_empty() { "localhost:5432".to_owned() } else { hosts.join(",") };
+    let database = config.get_dbname().or(config.get_user()).unwrap_or("?");
+    format!("{hosts}/{database} as {}", config.get_user().unwrap_or("?"))
+}
+
+/// [`target`] of a connection string (empty when it does not parse).
+pub fn target_of(url: &str) -> String {
+    connection_config(url).map(|(config, _)| target(&config)).unwrap_or_default()
+}
+
+/// The cause of a database error as Postgres or the OS said it
+/// (`FATAL: database "x" does not exist`, `Connection refused`), without the
+/// wrappers' generic words ("db error", deadpool's "while creating a new object").
+pub fn explain(err: &(dyn std::error::Error + 'static)) -> String {
+    if let Some(deadpool_postgres::PoolError::Backend(inner)) =
+        err.downcast_ref::<deadpool_postgres::PoolError>()
+    {
+        return explain(inner);
+    }
+    let mut parts: Vec<String> = Vec::new();
+    let mut current = Some(err);
+    while let Some(err) = current {
+        let text = err.to_string();
+        if text != "db error" && !parts.iter().any(|part| part.contains(&text)) {
+            parts.push(text);
+        }
+        current = err.source();
+    }
+    parts.join(": ")
 }
 
 /// `url` parsed, with postbox's defaults where the URL sets none (the
 /// application name operators see in pg_stat_activity, a connect timeout),
 /// and the TLS connector its `sslmode` asks for (see [`pgtls`]).
 pub fn connection_config(url: &str) -> Result<(tokio_postgres::Config, MakeRustlsConnect), ConnectError> {
+    if let Some((scheme, _)) = url.trim_start().split_once("://") {
+        if !matches!(scheme, "postgres" | "postgresql") {
+            return Err(ConnectError::Invalid(format!("the scheme is {scheme:?}, not postgres")));
+        }
+    }
     let (rest, tls) = pgtls::split(url)?;
-    let mut config: tokio_postgres::Config = rest.parse()?;
+    // tokio-postgres's own words ("unexpected EOF") are the parser's, not the user's.
+    let mut config: tokio_postgres::Config = rest.parse().map_err(|err: tokio_postgres::Error| {
+        let text = explain(&err);
+        ConnectError::Invalid(text.trim_start_matches("invalid connection string: ").to_owned())
+    })?;
     config.ssl_mode(tls.ssl_mode());
     if config.get_application_name().is_none() {
         config.application_name("postbox");
@@ -106,7 +179,10 @@ pub fn connection_config(url: &str) -> Result<(tokio_postgres::Config, MakeRustl
 /// runs until the client is dropped.
 pub async fn connect(url: &str) -> Result<tokio_postgres::Client, ConnectError> {
     let (config, tls) = connection_config(url)?;
-    let (client, connection) = config.connect(tls).await?;
+    let (client, connection) = config
+        .connect(tls)
+        .await
+        .map_err(|cause| ConnectError::Connect { target: target(&config), cause })?;
     tokio::spawn(async move {
         if let Err(err) = connection.await {
             tracing::debug!(error = %err, "database connection closed");

@@ -37,7 +37,7 @@ pub enum Error {
     NoRoots,
     #[error("TLS setup: {0}")]
     Rustls(#[from] rustls::Error),
-    #[error("connection string: {0} (expected key=value pairs, e.g. host=db user=app sslmode=verify-full)")]
+    #[error("invalid connection string: {0}; expected {forms}", forms = super::URL_FORMS)]
     Conninfo(String),
 }
 

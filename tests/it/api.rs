@@ -61,14 +61,17 @@ async fn health_and_readiness_report_the_database_and_schema() {
     assert_eq!(admin.get("/healthz").await.0, StatusCode::OK, "alive while waiting for the schema");
     admin.stop().await;
 
-    let unreachable = test_settings("postgres://postgres@127.0.0.1:1/none", &[]);
+    let unreachable = test_settings("postgres://postgres:sekrit@127.0.0.1:1/none", &[]);
     let relay = postbox::Relay::bind(unreachable).await.unwrap();
     let base = format!("http://{}", relay.admin_addr());
     let shutdown = CancellationToken::new();
     let running = tokio::spawn(relay.run(shutdown.clone()));
     let response = reqwest::get(format!("{base}/readyz")).await.unwrap();
     assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
-    assert!(response.text().await.unwrap().contains("database unreachable"));
+    let text = response.text().await.unwrap();
+    assert!(text.contains("cannot connect to 127.0.0.1:1/none as postgres"), "where it tried: {text}");
+    assert!(text.contains("Connection refused"), "the real cause: {text}");
+    assert!(!text.contains("sekrit"), "never the password: {text}");
     shutdown.cancel();
     running.await.unwrap().unwrap();
 }

@@ -338,3 +338,56 @@ async fn log_format_json_writes_one_json_object_per_line() {
         log.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|_| panic!("not JSON: {l}"))).collect();
     assert!(lines.iter().any(|l| l["fields"]["message"] == "migration applied"), "{log}");
 }
+
+/// What goes wrong on day one says what it is and what to do, with the host
+/// and port tried and never the password.
+#[tokio::test]
+async fn connection_problems_say_what_went_wrong_and_what_to_do() {
+    let empty = TestDb::empty().await;
+    let server = url::Url::parse(&crate::support::db::server_url()).unwrap();
+    let missing = {
+        let mut url = server.clone();
+        url.set_path("postbox_no_such_database");
+        url.to_string()
+    };
+    let cases: Vec<(Vec<&str>, String, Vec<String>)> = vec![
+        (
+            vec!["status"],
+            missing.clone(),
+            vec![r#"database "postbox_no_such_database" does not exist"#.into()],
+        ),
+        (
+            vec!["status"],
+            "postgres://postgres:sekrit@127.0.0.1:1/x".into(),
+            vec!["cannot connect to 127.0.0.1:1/x as postgres".into(), "Connection refused".into()],
+        ),
+        (vec!["status"], "mysql://foo".into(), vec!["not postgres".into(), "postgres://user:".into()]),
+        (vec!["status"], "not a url".into(), vec!["invalid connection string".into(), "host=db".into()]),
+        (
+            vec!["deliveries", "list"],
+            empty.url.clone(),
+            vec!["schema not installed: run `postbox migrate`".into()],
+        ),
+    ];
+    for (args, url, expected) in cases {
+        let out = postbox(&args, &[("DATABASE_URL", &url)]);
+        assert!(!out.status.success(), "{args:?} with {url}");
+        let err = stderr(&out);
+        for needle in &expected {
+            assert!(err.contains(needle.as_str()), "{args:?} with {url}: {err}");
+        }
+        assert!(!err.contains("sekrit"), "{err}");
+        assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    }
+    // The URL can be given as a flag too.
+    let out = postbox(&["--database-url", &missing, "status"], &[]);
+    assert!(stderr(&out).contains("does not exist"), "{}", stderr(&out));
+
+    // A taken admin port names the key to change, once.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = taken.local_addr().unwrap().to_string();
+    let out = postbox(&["run"], &[("DATABASE_URL", &empty.url), ("POSTBOX_ADMIN__LISTEN", &address)]);
+    let err = stderr(&out);
+    assert!(err.contains("set admin.listen (or POSTBOX_ADMIN__LISTEN)"), "{err}");
+    assert_eq!(err.matches("in use").count(), 1, "the OS error once: {err}");
+}
