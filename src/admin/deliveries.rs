@@ -103,6 +103,10 @@ pub async fn list(client: &Client, filter: &Filter) -> Result<Vec<Delivery>> {
             )));
         }
     }
+    let since = match &filter.since {
+        Some(since) => Some(super::since::resolve(client, since).await?),
+        None => None,
+    };
     let limit = filter.limit.unwrap_or(50);
     if !(1..=MAX_LIMIT).contains(&limit) {
         return Err(Error::Invalid(format!("limit must be between 1 and {MAX_LIMIT}")));
@@ -112,7 +116,7 @@ pub async fn list(client: &Client, filter: &Filter) -> Result<Vec<Delivery>> {
         ("d.status = $", filter.status.as_ref().map(|v| v as _)),
         ("o.event_type = $", filter.event_type.as_ref().map(|v| v as _)),
         ("o.tenant = $", filter.tenant.as_ref().map(|v| v as _)),
-        ("d.created_at >= $::text::timestamptz", filter.since.as_ref().map(|v| v as _)),
+        ("d.created_at >= $::text::timestamptz", since.as_ref().map(|v| v as _)),
         // Keyset paging: deliveries of one dispatch batch share created_at.
         (
             "(d.created_at, d.id) < (select c.created_at, c.id from postbox.deliveries c where c.id = $)",

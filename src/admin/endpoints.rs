@@ -255,17 +255,8 @@ pub async fn ping(client: &Client, id: Uuid) -> Result<Uuid> {
 /// Re-sends every matching event since `since`: a duration back from now
 /// (`24h`, `30m`) or a timestamp (`2026-11-20T00:00:00Z`). Returns how many.
 pub async fn replay(client: &Client, id: Uuid, since: &str) -> Result<i64> {
-    let row = match crate::config::parse_duration(since) {
-        Ok(ago) => {
-            let seconds = ago.as_secs_f64();
-            client
-                .query_one("select postbox.replay($1, now() - make_interval(secs => $2))", &[&id, &seconds])
-                .await?
-        }
-        Err(_) => {
-            client.query_one("select postbox.replay($1, $2::text::timestamptz)", &[&id, &since]).await?
-        }
-    };
+    let since = super::since::resolve(client, since).await?;
+    let row = client.query_one("select postbox.replay($1, $2::text::timestamptz)", &[&id, &since]).await?;
     Ok(row.try_get(0)?)
 }
 

@@ -5,6 +5,7 @@
 pub mod deliveries;
 pub mod endpoints;
 pub mod event_types;
+pub mod since;
 pub mod status;
 
 use tokio_postgres::error::SqlState;

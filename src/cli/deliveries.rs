@@ -29,8 +29,9 @@ pub struct List {
     event_type: Option<String>,
     #[arg(long)]
     tenant: Option<String>,
-    /// Created at or after this timestamp
-    #[arg(long)]
+    /// Created since: a duration back from now (30m, 24h, 7d) or a time
+    /// (2026-12-01T10:00:00Z)
+    #[arg(long, value_name = "WHEN")]
     since: Option<String>,
     /// Continue after this delivery id (the last one of the previous page)
     #[arg(long, value_name = "ID")]

@@ -50,9 +50,10 @@ pub struct Track {
 
 #[derive(Debug, Args)]
 pub struct Replay {
+    /// The endpoint's id
     endpoint: Uuid,
-    /// A duration back from now (`24h`) or a timestamp (`2026-11-20T00:00:00Z`)
-    #[arg(long)]
+    /// A duration back from now (30m, 24h, 7d) or a time (2026-12-01T10:00:00Z)
+    #[arg(long, value_name = "WHEN")]
     since: String,
 }
 

@@ -391,3 +391,31 @@ async fn connection_problems_say_what_went_wrong_and_what_to_do() {
     assert!(err.contains("set admin.listen (or POSTBOX_ADMIN__LISTEN)"), "{err}");
     assert_eq!(err.matches("in use").count(), 1, "the OS error once: {err}");
 }
+
+/// One `--since` everywhere: durations and times, and an error that says both.
+#[tokio::test]
+async fn since_takes_a_duration_or_a_time_in_every_command() {
+    let app = crate::support::TestApp::new().await;
+    app.register("a.b").await;
+    let endpoint = app.subscribe("https://example.com/hooks", &["*"]).await;
+    app.emit("a.b", serde_json::json!({})).await;
+    app.dispatch().await;
+    let env = [("DATABASE_URL", app.db.url.as_str())];
+    let endpoint = endpoint.to_string();
+    for since in ["1h", "7d", "2020-01-01T00:00:00Z", "2020-01-01"] {
+        let listed = postbox(&["deliveries", "list", "--since", since, "--json"], &env);
+        assert!(listed.status.success(), "list --since {since}: {}", stderr(&listed));
+        let found: serde_json::Value = serde_json::from_str(&stdout(&listed)).unwrap();
+        assert_eq!(found.as_array().unwrap().len(), 1, "list --since {since}");
+        let replayed = postbox(&["replay", &endpoint, "--since", since, "--json"], &env);
+        assert!(replayed.status.success(), "replay --since {since}: {}", stderr(&replayed));
+    }
+    for args in
+        [vec!["deliveries", "list", "--since", "yesterday-ish"], vec!["replay", &endpoint, "--since", "soon"]]
+    {
+        let out = postbox(&args, &env);
+        assert!(!out.status.success());
+        let err = stderr(&out);
+        assert!(err.contains("a duration back from now (30m, 24h, 7d) or a time"), "{args:?}: {err}");
+    }
+}
