@@ -34,6 +34,21 @@ pub struct Claimed {
     pub leased_at: std::time::Instant,
 }
 
+impl Claimed {
+    /// The endpoint's host (and port), for logs: which receiver this is,
+    /// without the path or query, which may carry tokens.
+    pub fn host(&self) -> String {
+        match url::Url::parse(&self.url) {
+            Ok(url) => match (url.host_str(), url.port()) {
+                (Some(host), Some(port)) => format!("{host}:{port}"),
+                (Some(host), None) => host.to_owned(),
+                (None, _) => "?".to_owned(),
+            },
+            Err(_) => "?".to_owned(),
+        }
+    }
+}
+
 /// What goes on the wire.
 #[derive(Debug, Clone)]
 pub struct WebhookRequest {

@@ -175,7 +175,12 @@ impl Deliverer {
 
     /// Makes one attempt and decides what follows. Never fails: whatever goes
     /// wrong with the endpoint is in the record.
-    #[tracing::instrument(skip_all, fields(delivery.id = %delivery.id, attempt = delivery.attempt_number))]
+    #[tracing::instrument(skip_all, fields(
+        delivery.id = %delivery.id,
+        endpoint.id = %delivery.endpoint_id,
+        endpoint.host = %delivery.host(),
+        attempt = delivery.attempt_number,
+    ))]
     pub async fn attempt(&self, delivery: Claimed) -> AttemptRecord {
         self.metrics.request_started();
         let started_at = SystemTime::now();

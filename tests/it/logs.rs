@@ -31,6 +31,13 @@ async fn debug_logs_hold_no_secret_signature_or_payload() {
 
     let log = relay.log_text();
     assert!(log.contains("delivery failed"), "the failure is logged:\n{log}");
+    let failure = log.lines().find(|line| line.contains("delivery failed")).unwrap();
+    let host = receiver.url("/").trim_start_matches("http://").trim_end_matches('/').to_owned();
+    assert!(
+        failure.contains(&format!("endpoint.id={endpoint}"))
+            && failure.contains(&format!("endpoint.host={host}")),
+        "the failure names its endpoint: {failure}"
+    );
     let key = secret.trim_start_matches("whsec_");
     for (what, needle) in [
         ("the endpoint secret", key),
