@@ -16,19 +16,40 @@ pub enum Command {
     /// List endpoints
     List,
     /// Show one endpoint
-    Show { id: Uuid },
+    Show {
+        /// The endpoint's id
+        id: Uuid,
+    },
     /// Change an endpoint (only what is given changes)
     Update(Update),
     /// Resume deliveries to an endpoint
-    Enable { id: Uuid },
+    Enable {
+        /// The endpoint's id
+        id: Uuid,
+    },
     /// Pause deliveries to an endpoint
-    Disable { id: Uuid },
-    /// Delete an endpoint with its deliveries
-    Rm { id: Uuid },
+    Disable {
+        /// The endpoint's id
+        id: Uuid,
+    },
+    /// Delete an endpoint with its deliveries and their attempts
+    Rm {
+        /// The endpoint's id
+        id: Uuid,
+        /// Delete without asking (needed when stdin is not a terminal)
+        #[arg(long)]
+        yes: bool,
+    },
     /// New secret; the old one keeps signing alongside it for 24 h
-    RotateSecret { id: Uuid },
+    RotateSecret {
+        /// The endpoint's id
+        id: Uuid,
+    },
     /// Send a postbox.ping test event to this endpoint only
-    Test { id: Uuid },
+    Test {
+        /// The endpoint's id
+        id: Uuid,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -141,7 +162,10 @@ pub async fn run(client: &Client, command: Command, json: bool) -> anyhow::Resul
         }
         Command::Enable { id } => print(&endpoints::set_enabled(client, id, true).await?, json)?,
         Command::Disable { id } => print(&endpoints::set_enabled(client, id, false).await?, json)?,
-        Command::Rm { id } => {
+        Command::Rm { id, yes } => {
+            if !yes {
+                confirm_delete(client, id).await?;
+            }
             endpoints::delete(client, id).await?;
             if json {
                 output::json(&serde_json::json!({ "deleted": id }))?;
@@ -236,4 +260,27 @@ fn parse_headers(pairs: &[String]) -> anyhow::Result<Value> {
         headers.insert(name.trim().to_owned(), Value::from(value.trim()));
     }
     Ok(Value::Object(headers))
+}
+
+/// Asks on a terminal before deleting an endpoint's whole history; refuses
+/// without a terminal, so that a script says `--yes` on purpose.
+async fn confirm_delete(client: &Client, id: Uuid) -> anyhow::Result<()> {
+    use std::io::{BufRead, IsTerminal};
+    let endpoint = endpoints::get(client, id).await?;
+    let deliveries: i64 = client
+        .query_one("select count(*) from postbox.deliveries where endpoint_id = $1", &[&id])
+        .await?
+        .try_get(0)?;
+    let what =
+        format!("endpoint {id} ({}) with its {deliveries} deliveries and their attempts", endpoint.url);
+    if !std::io::stdin().is_terminal() {
+        anyhow::bail!("this deletes {what}; pass --yes to confirm (stdin is not a terminal)");
+    }
+    output::prompt(format_args!("Delete {what}? [y/N] "))?;
+    let mut answer = String::new();
+    std::io::stdin().lock().read_line(&mut answer)?;
+    if !matches!(answer.trim(), "y" | "Y" | "yes") {
+        anyhow::bail!("not deleted");
+    }
+    Ok(())
 }

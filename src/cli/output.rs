@@ -39,6 +39,17 @@ pub fn json(value: &impl Serialize) -> anyhow::Result<()> {
     write_line(&escaped)
 }
 
+/// Prints a question without a newline, escaped, for the answer to follow.
+pub fn prompt(text: impl Display) -> anyhow::Result<()> {
+    let mut stdout = io::stdout().lock();
+    write!(stdout, "{}", escape_line(&text.to_string())).and_then(|()| stdout.flush()).map_err(
+        |err| match err.kind() {
+            io::ErrorKind::BrokenPipe => StdoutClosed.into(),
+            _ => anyhow::Error::new(err).context("cannot write to stdout"),
+        },
+    )
+}
+
 fn write_line(text: &str) -> anyhow::Result<()> {
     writeln!(io::stdout().lock(), "{text}").map_err(|err| match err.kind() {
         io::ErrorKind::BrokenPipe => StdoutClosed.into(),

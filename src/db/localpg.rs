@@ -20,6 +20,11 @@ pub enum Error {
          or name their directory (e.g. /usr/lib/postgresql/15/bin)"
     )]
     NoBinaries,
+    #[error(
+        "{dir} has no {program}: give the directory that holds PostgreSQL's server programs \
+         (`pg_config --bindir` prints it)"
+    )]
+    NotInBindir { dir: PathBuf, program: &'static str },
     #[error("{program} failed: {output}")]
     Failed { program: String, output: String },
     #[error(transparent)]
@@ -43,8 +48,10 @@ impl LocalPostgres {
             Some(dir) => dir.to_owned(),
             None => find_bindir().ok_or(Error::NoBinaries)?,
         };
-        if !bindir.join("initdb").exists() || !bindir.join("pg_ctl").exists() {
-            return Err(Error::NoBinaries);
+        for program in ["initdb", "pg_ctl", "postgres"] {
+            if !bindir.join(program).exists() {
+                return Err(Error::NotInBindir { dir: bindir, program });
+            }
         }
         let dir = std::env::temp_dir().join(format!("postbox-pg-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir)?;

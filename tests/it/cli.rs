@@ -272,7 +272,11 @@ async fn every_management_verb_works_in_text_and_json() {
     assert_eq!(status["endpoints"], 2);
     assert!(ok(&db, &["status"]).contains("Backlog"));
     assert!(ok_json(&db, &["endpoints", "test", &id])["event_id"].is_string());
-    ok(&db, &["endpoints", "rm", &id]);
+    let unconfirmed = postbox(&["endpoints", "rm", &id], &[("DATABASE_URL", &db)]);
+    assert!(!unconfirmed.status.success(), "no terminal, no --yes: nothing deleted");
+    assert!(stderr(&unconfirmed).contains("pass --yes to confirm"), "{}", stderr(&unconfirmed));
+    assert_eq!(ok_json(&db, &["endpoints", "list"]).as_array().unwrap().len(), 2);
+    ok(&db, &["endpoints", "rm", &id, "--yes"]);
     assert_eq!(ok_json(&db, &["endpoints", "list"]).as_array().unwrap().len(), 1);
 
     for (args, expected) in [
@@ -418,4 +422,12 @@ async fn since_takes_a_duration_or_a_time_in_every_command() {
         let err = stderr(&out);
         assert!(err.contains("a duration back from now (30m, 24h, 7d) or a time"), "{args:?}: {err}");
     }
+}
+
+#[test]
+fn dev_with_a_directory_without_postgres_says_so() {
+    let out = postbox(&["dev", "--pg-bindir", "/nonexistent"], &[]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("/nonexistent has no initdb") && err.contains("pg_config --bindir"), "{err}");
 }
