@@ -93,3 +93,32 @@ fn the_image_builds_in_two_stages_and_runs_as_a_non_root_user() {
         assert!(ignored.lines().any(|l| l == path), ".dockerignore keeps {path} out of the build context");
     }
 }
+
+/// `cargo install` and `cargo package` take what the binary needs (its code,
+/// the SQL it embeds, the documents it serves) and leave the rest behind.
+#[test]
+fn the_crate_package_holds_what_the_binary_embeds_and_no_tests() {
+    let output = std::process::Command::new(env!("CARGO"))
+        .args(["package", "--list", "--allow-dirty", "--offline"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("cargo runs");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let files = String::from_utf8(output.stdout).unwrap();
+    for needed in [
+        "src/main.rs",
+        "src/config.default.toml",
+        "sql/migrations/0006_trust_boundaries.sql",
+        "sql/queries/delivery_claim_due.sql",
+        "docs/openapi.json",
+        "src/web/app.js",
+        "README.md",
+    ] {
+        assert!(files.lines().any(|f| f == needed), "the package lacks {needed}:\n{files}");
+    }
+    assert!(!files.lines().any(|f| f.starts_with("tests/") || f.starts_with("examples/")), "{files}");
+    let manifest = repo_file("Cargo.toml");
+    for key in ["license", "readme", "keywords", "categories", "include"] {
+        assert!(manifest.lines().any(|l| l.starts_with(&format!("{key} ="))), "Cargo.toml has no {key}");
+    }
+}
