@@ -85,6 +85,8 @@ pub struct DeliveryDetail {
 #[serde(deny_unknown_fields)]
 pub struct Filter {
     pub endpoint_id: Option<Uuid>,
+    /// The event's id: what a receiver saw as `webhook-id`.
+    pub event_id: Option<Uuid>,
     pub status: Option<String>,
     pub event_type: Option<String>,
     pub tenant: Option<String>,
@@ -111,8 +113,9 @@ pub async fn list(client: &Client, filter: &Filter) -> Result<Vec<Delivery>> {
     if !(1..=MAX_LIMIT).contains(&limit) {
         return Err(Error::Invalid(format!("limit must be between 1 and {MAX_LIMIT}")));
     }
-    let candidates: [(&str, Option<&(dyn ToSql + Sync)>); 6] = [
+    let candidates: [(&str, Option<&(dyn ToSql + Sync)>); 7] = [
         ("d.endpoint_id = $", filter.endpoint_id.as_ref().map(|v| v as _)),
+        ("d.event_id = $", filter.event_id.as_ref().map(|v| v as _)),
         ("d.status = $", filter.status.as_ref().map(|v| v as _)),
         ("o.event_type = $", filter.event_type.as_ref().map(|v| v as _)),
         ("o.tenant = $", filter.tenant.as_ref().map(|v| v as _)),

@@ -13,20 +13,32 @@ pub enum Command {
     /// Deliveries, newest first
     List(List),
     /// One delivery with every attempt: request headers, response, error
-    Show { id: Uuid },
+    Show {
+        /// The delivery's id (postbox-delivery-id on the wire)
+        id: Uuid,
+    },
     /// Schedule one more attempt now
-    Redeliver { id: Uuid },
+    Redeliver {
+        /// The delivery's id (postbox-delivery-id on the wire)
+        id: Uuid,
+    },
 }
 
 #[derive(Debug, Args)]
 pub struct List {
+    /// Only this endpoint's
     #[arg(long = "endpoint", value_name = "ID")]
     endpoint_id: Option<Uuid>,
+    /// Only this event's: the id a receiver saw as webhook-id
+    #[arg(long = "event", value_name = "EVENT_ID")]
+    event_id: Option<Uuid>,
     /// pending, succeeded, failed or cancelled
     #[arg(long)]
     status: Option<String>,
+    /// Only this event type
     #[arg(long)]
     event_type: Option<String>,
+    /// Only this tenant's
     #[arg(long)]
     tenant: Option<String>,
     /// Created since: a duration back from now (30m, 24h, 7d) or a time
@@ -36,6 +48,7 @@ pub struct List {
     /// Continue after this delivery id (the last one of the previous page)
     #[arg(long, value_name = "ID")]
     before: Option<Uuid>,
+    /// At most this many (1 to 1000)
     #[arg(long, default_value_t = 50)]
     limit: i64,
 }
@@ -45,6 +58,7 @@ pub async fn run(client: &Client, command: Command, json: bool) -> anyhow::Resul
         Command::List(list) => {
             let filter = Filter {
                 endpoint_id: list.endpoint_id,
+                event_id: list.event_id,
                 status: list.status,
                 event_type: list.event_type,
                 tenant: list.tenant,

@@ -431,3 +431,24 @@ fn dev_with_a_directory_without_postgres_says_so() {
     let err = stderr(&out);
     assert!(err.contains("/nonexistent has no initdb") && err.contains("pg_config --bindir"), "{err}");
 }
+
+/// A customer quotes the webhook-id they got: find its deliveries by it.
+#[tokio::test]
+async fn deliveries_are_found_by_the_event_id_a_receiver_saw() {
+    let app = crate::support::TestApp::new().await;
+    app.register("a.b").await;
+    app.subscribe("https://example.com/one", &["*"]).await;
+    app.subscribe("https://example.com/two", &["*"]).await;
+    let wanted = app.emit("a.b", serde_json::json!({})).await;
+    app.emit("a.b", serde_json::json!({})).await;
+    app.dispatch().await;
+    let env = [("DATABASE_URL", app.db.url.as_str())];
+    let found = postbox(&["deliveries", "list", "--event", &wanted.to_string(), "--json"], &env);
+    assert!(found.status.success(), "{}", stderr(&found));
+    let found: serde_json::Value = serde_json::from_str(&stdout(&found)).unwrap();
+    let found = found.as_array().unwrap();
+    assert_eq!(found.len(), 2, "one per endpoint");
+    assert!(found.iter().all(|d| d["event_id"] == wanted.to_string()));
+    let filter = postbox::admin::deliveries::Filter { event_id: Some(wanted), ..Default::default() };
+    assert_eq!(postbox::admin::deliveries::list(&app.sql, &filter).await.unwrap().len(), 2);
+}
