@@ -260,6 +260,14 @@ pub async fn replay(client: &Client, id: Uuid, since: &str) -> Result<i64> {
     Ok(row.try_get(0)?)
 }
 
+/// Re-sends this endpoint's failed deliveries created since `since` (as
+/// [`super::since::resolve`] reads it), one more attempt each. Returns how many.
+pub async fn recover(client: &Client, id: Uuid, since: &str) -> Result<i32> {
+    let since = super::since::resolve(client, since).await?;
+    let row = client.query_one("select postbox.recover($1, $2::text::timestamptz)", &[&id, &since]).await?;
+    Ok(row.try_get(0)?)
+}
+
 fn not_found(id: Uuid) -> Error {
     Error::NotFound(format!("no endpoint with id {id}"))
 }

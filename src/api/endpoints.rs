@@ -72,8 +72,18 @@ pub async fn send_test_event(
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Replay {
-    /// A duration back from now (`24h`) or a timestamp.
+    /// A duration back from now (`24h`) or a time.
     since: String,
+}
+
+pub async fn recover(
+    State(state): State<ApiState>,
+    ApiPath(id): ApiPath<Uuid>,
+    ApiJson(recover): ApiJson<Replay>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let client = state.pool.get().await?;
+    let recovered = endpoints::recover(&client, id, &recover.since).await?;
+    Ok((StatusCode::ACCEPTED, Json(json!({ "recovered": recovered }))))
 }
 
 pub async fn replay(

@@ -53,6 +53,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/endpoints/{id}/rotate-secret", post(endpoints::rotate_secret))
         .route("/endpoints/{id}/test", post(endpoints::send_test_event))
         .route("/endpoints/{id}/replay", post(endpoints::replay))
+        .route("/endpoints/{id}/recover", post(endpoints::recover))
         .route("/event-types", get(event_types::list).post(event_types::register))
         .route("/deliveries", get(deliveries::list))
         .route("/deliveries/{id}", get(deliveries::show))

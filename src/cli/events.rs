@@ -1,4 +1,4 @@
-//! `postbox emit`, `postbox track`, `postbox replay`, `postbox status`.
+//! `postbox emit`, `postbox track`, `postbox replay`, `postbox recover`, `postbox status`.
 
 use std::io::{IsTerminal, Write};
 
@@ -110,6 +110,25 @@ pub async fn replay(client: &Client, replay: Replay, json: bool) -> anyhow::Resu
         output::json(&json!({ "replayed": replayed }))
     } else {
         output::line(format_args!("{replayed} deliveries scheduled for {}", replay.endpoint))
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct Recover {
+    /// The endpoint's id
+    #[arg(long, value_name = "ID")]
+    endpoint: Uuid,
+    /// A duration back from now (30m, 24h, 7d) or a time (2026-12-01T10:00:00Z)
+    #[arg(long, value_name = "WHEN")]
+    since: String,
+}
+
+pub async fn recover(client: &Client, recover: Recover, json: bool) -> anyhow::Result<()> {
+    let recovered = endpoints::recover(client, recover.endpoint, &recover.since).await?;
+    if json {
+        output::json(&json!({ "recovered": recovered }))
+    } else {
+        output::line(format_args!("{recovered} failed deliveries scheduled again for {}", recover.endpoint))
     }
 }
 

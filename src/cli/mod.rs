@@ -62,6 +62,8 @@ pub enum Command {
     Deliveries(deliveries::Command),
     /// Send an endpoint every matching event since a time again
     Replay(events::Replay),
+    /// Send an endpoint's failed deliveries since a time again (not the successes)
+    Recover(events::Recover),
     /// Write an event into the outbox
     Emit(events::Emit),
     /// Emit created/updated/destroyed events from a table's rows
@@ -92,6 +94,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Endpoints(command) => endpoints::run(&connect(&settings).await?, command, cli.json).await,
         Command::Deliveries(command) => deliveries::run(&connect(&settings).await?, command, cli.json).await,
         Command::Replay(replay) => events::replay(&connect(&settings).await?, replay, cli.json).await,
+        Command::Recover(recover) => events::recover(&connect(&settings).await?, recover, cli.json).await,
         Command::Emit(emit) => events::emit(&connect(&settings).await?, emit, cli.json).await,
         Command::Track(track) => events::track(&connect(&settings).await?, track, cli.json).await,
         Command::Status => events::status(&connect(&settings).await?, cli.json).await,

@@ -34,6 +34,7 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "trust_boundaries",
         sql: include_str!("../../sql/migrations/0006_trust_boundaries.sql"),
     },
+    Migration { version: 7, name: "recover", sql: include_str!("../../sql/migrations/0007_recover.sql") },
 ];
 
 /// Key for `pg_advisory_xact_lock`: "postbox" in ASCII.

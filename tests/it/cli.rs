@@ -47,7 +47,7 @@ async fn migrate_installs_then_reports_up_to_date() {
     let db = TestDb::empty().await;
     let first = postbox(&["migrate"], &[("DATABASE_URL", &db.url)]);
     assert!(first.status.success(), "{}", stderr(&first));
-    assert!(stdout(&first).contains("applied migrations [1, 2, 3, 4, 5, 6]"), "{}", stdout(&first));
+    assert!(stdout(&first).contains("applied migrations [1, 2, 3, 4, 5, 6, 7]"), "{}", stdout(&first));
     let second = postbox(&["migrate"], &[("DATABASE_URL", &db.url)]);
     assert!(second.status.success());
     assert!(stdout(&second).contains("up to date"), "{}", stdout(&second));
@@ -451,4 +451,43 @@ async fn deliveries_are_found_by_the_event_id_a_receiver_saw() {
     assert!(found.iter().all(|d| d["event_id"] == wanted.to_string()));
     let filter = postbox::admin::deliveries::Filter { event_id: Some(wanted), ..Default::default() };
     assert_eq!(postbox::admin::deliveries::list(&app.sql, &filter).await.unwrap().len(), 2);
+}
+
+/// Recover sends the failed deliveries again, not the successes; the same
+/// through the CLI, the API's route and SQL.
+#[tokio::test]
+async fn recover_sends_only_what_failed_again() {
+    let app = crate::support::TestApp::with_settings(&[("POSTBOX_DELIVERY__RETRY_SCHEDULE", "0s")]).await;
+    let receiver = crate::support::Receiver::start().await;
+    receiver.script([crate::support::Reply::status(500), crate::support::Reply::status(200)]);
+    app.register("a.b").await;
+    let endpoint = app.subscribe(&receiver.url("/"), &["*"]).await;
+    let failed = app.emit("a.b", serde_json::json!({"n": 1})).await;
+    app.dispatch().await;
+    app.deliver().await;
+    let succeeded = app.emit("a.b", serde_json::json!({"n": 2})).await;
+    app.dispatch().await;
+    app.deliver().await;
+    assert_eq!(app.delivery_state(failed, endpoint).await.0, "failed");
+    assert_eq!(app.delivery_state(succeeded, endpoint).await.0, "succeeded");
+
+    let env = [("DATABASE_URL", app.db.url.as_str())];
+    let out = postbox(&["recover", "--endpoint", &endpoint.to_string(), "--since", "1h", "--json"], &env);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let answer: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(answer["recovered"], 1);
+    assert_eq!(app.delivery_state(failed, endpoint).await.0, "pending", "the failure goes again");
+    assert_eq!(app.delivery_state(succeeded, endpoint).await.0, "succeeded", "the success does not");
+    assert_eq!(app.deliver().await, 1);
+    assert_eq!(app.delivery_state(failed, endpoint).await.0, "succeeded");
+
+    let none: i32 = app
+        .sql
+        .query_one("select postbox.recover($1, now() - interval '1 hour')", &[&endpoint])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(none, 0, "nothing failed any more");
+    let out = postbox(&["recover", "--endpoint", &endpoint.to_string(), "--since", "whenever"], &env);
+    assert!(stderr(&out).contains("a duration back from now"), "{}", stderr(&out));
 }
