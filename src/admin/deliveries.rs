@@ -11,7 +11,15 @@ use crate::delivery::{redact, webhook};
 const COLUMNS: &str =
     "d.id, d.event_id, d.endpoint_id, e.url as endpoint_url, o.event_type, o.tenant, d.status,
     d.attempt_count, postbox.rfc3339(d.next_attempt_at) as next_attempt_at, d.last_error,
-    postbox.rfc3339(d.created_at) as created_at, postbox.rfc3339(d.updated_at) as updated_at";
+    postbox.rfc3339(d.created_at) as created_at, postbox.rfc3339(d.updated_at) as updated_at,
+    case when d.status <> 'pending' then null
+         when not e.enabled then 'waiting: endpoint disabled (' || coalesce(e.disabled_reason, 'paused by hand')
+                                 || '); enable it to send'
+         when d.leased_until > now() then 'in flight: attempt ' || d.attempt_count || ' is being sent'
+         when d.next_attempt_at > now() then 'waiting: attempt ' || (d.attempt_count + 1) || ' at '
+                                             || postbox.rfc3339(d.next_attempt_at)
+                                             || coalesce(' after ' || d.last_error, '')
+         else 'due now: waiting for a relay with a free request slot' end as waiting";
 
 const FROM: &str = "from postbox.deliveries d
     join postbox.endpoints e on e.id = d.endpoint_id
@@ -31,6 +39,9 @@ pub struct Delivery {
     pub last_error: Option<String>,
     pub created_at: String,
     pub updated_at: String,
+    /// Why a pending delivery is not being sent right now, in words; `None`
+    /// once it has ended.
+    pub waiting: Option<String>,
 }
 
 impl TryFrom<&Row> for Delivery {
@@ -50,6 +61,7 @@ impl TryFrom<&Row> for Delivery {
             last_error: row.try_get("last_error")?,
             created_at: row.try_get("created_at")?,
             updated_at: row.try_get("updated_at")?,
+            waiting: row.try_get("waiting")?,
         })
     }
 }

@@ -413,7 +413,7 @@ function localInput(iso) {
 
 function deliveryRow(d) {
   const href = `#/deliveries/${encodeURIComponent(d.id)}`;
-  const next = d.status === "pending" ? `next ${when(d.next_attempt_at)}` : "";
+  const next = d.status === "pending" ? d.waiting || `next ${when(d.next_attempt_at)}` : "";
   return h("tr", { "data-delivery": d.id, onclick: () => { location.hash = href; } },
     h("td", {}, h("a", { href }, when(d.created_at))),
     h("td", {}, d.event_type),
@@ -464,6 +464,7 @@ function deliveryView(d, path, message, refresh) {
     ["Status", h("span", { id: "delivery-status", class: `badge ${d.status}` }, d.status)],
     ["Attempts", d.attempt_count],
     ["Next attempt", d.status === "pending" ? when(d.next_attempt_at) : "–"],
+    ["Waiting", h("span", { id: "delivery-waiting" }, d.waiting || "–")],
     ["Created", when(d.created_at)],
   ];
   const attempts = [...d.attempts].reverse();

@@ -491,3 +491,39 @@ async fn recover_sends_only_what_failed_again() {
     let out = postbox(&["recover", "--endpoint", &endpoint.to_string(), "--since", "whenever"], &env);
     assert!(stderr(&out).contains("a duration back from now"), "{}", stderr(&out));
 }
+
+/// A pending delivery says why it is not being sent.
+#[tokio::test]
+async fn a_stuck_delivery_says_why_it_waits() {
+    let app = crate::support::TestApp::new().await;
+    app.register("a.b").await;
+    let endpoint = app.subscribe("https://example.com/hooks", &["*"]).await;
+    app.emit("a.b", serde_json::json!({})).await;
+    app.dispatch().await;
+    let env = [("DATABASE_URL", app.db.url.as_str())];
+    let waiting = || {
+        let out = postbox(&["deliveries", "list", "--json"], &env);
+        let list: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+        list[0]["waiting"].as_str().unwrap_or_default().to_owned()
+    };
+    assert!(waiting().contains("due now"), "{}", waiting());
+    let out = postbox(&["endpoints", "disable", &endpoint.to_string()], &env);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        waiting().contains("waiting: endpoint disabled (disabled by an operator); enable it to send"),
+        "{}",
+        waiting()
+    );
+    app.sql
+        .batch_execute("update postbox.endpoints set enabled = true; update postbox.deliveries set next_attempt_at = now() + interval '5 minutes', last_error = 'HTTP 503'")
+        .await
+        .unwrap();
+    assert!(
+        waiting().contains("waiting: attempt 1 at ") && waiting().contains("after HTTP 503"),
+        "{}",
+        waiting()
+    );
+    let id: uuid::Uuid = app.sql.query_one("select id from postbox.deliveries", &[]).await.unwrap().get(0);
+    let shown = postbox(&["deliveries", "show", &id.to_string()], &env);
+    assert!(stdout(&shown).contains("waiting: attempt 1 at"), "{}", stdout(&shown));
+}

@@ -75,6 +75,8 @@ async fn a_failing_delivery_is_debugged_and_redelivered_from_the_web_page() {
         .await;
     assert_eq!(injected, json!([null, 0]), "untrusted text must never become markup");
     assert_eq!(browser.text("#delivery-status").await, "pending");
+    let waiting = browser.text("#delivery-waiting").await;
+    assert!(waiting.starts_with("waiting: attempt 2 at") && waiting.contains("after HTTP 500"), "{waiting}");
     browser.screenshot("delivery-failed").await;
 
     // The receiver recovers; redeliver from the page and watch it succeed.
