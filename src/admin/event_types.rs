@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 use tokio_postgres::Client;
 
-use super::Result;
+use super::{Error, Result};
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct EventType {
@@ -39,18 +39,35 @@ pub async fn list(client: &Client) -> Result<Vec<EventType>> {
             &[],
         )
         .await?;
-    Ok(rows
-        .iter()
-        .map(|r| EventType {
-            name: r.get(0),
-            description: r.get(1),
-            archived: r.get(2),
-            deliveries_24h: r.get(3),
+    rows.iter()
+        .map(|r| {
+            Ok(EventType {
+                name: r.try_get(0)?,
+                description: r.try_get(1)?,
+                archived: r.try_get(2)?,
+                deliveries_24h: r.try_get(3)?,
+            })
         })
-        .collect())
+        .collect()
 }
 
 pub async fn register(client: &Client, new: &NewEventType) -> Result<()> {
     client.execute("select postbox.register_event_type($1, $2)", &[&new.name, &new.description]).await?;
     Ok(())
+}
+
+/// Archives a type (or brings it back): an archived type is no longer offered
+/// for new subscriptions; apps may still emit it, so nothing breaks.
+pub async fn set_archived(client: &Client, name: &str, archived: bool) -> Result<EventType> {
+    let updated = client
+        .execute("update postbox.event_types set archived = $2 where name = $1", &[&name, &archived])
+        .await?;
+    if updated == 0 {
+        return Err(Error::NotFound(format!("no event type {name:?}")));
+    }
+    list(client)
+        .await?
+        .into_iter()
+        .find(|t| t.name == name)
+        .ok_or_else(|| Error::NotFound(format!("no event type {name:?}")))
 }

@@ -2,7 +2,7 @@
 
 use axum::{extract::State, http::StatusCode, Json};
 
-use super::{ApiJson, ApiResult, ApiState};
+use super::{ApiJson, ApiPath, ApiResult, ApiState};
 use crate::admin::event_types::{self, EventType, NewEventType};
 
 pub async fn list(State(state): State<ApiState>) -> ApiResult<Json<Vec<EventType>>> {
@@ -17,4 +17,20 @@ pub async fn register(
     let client = state.pool.get().await?;
     event_types::register(&client, &new).await?;
     Ok(StatusCode::CREATED)
+}
+
+pub async fn archive(
+    State(state): State<ApiState>,
+    ApiPath(name): ApiPath<String>,
+) -> ApiResult<Json<EventType>> {
+    let client = state.pool.get().await?;
+    Ok(Json(event_types::set_archived(&client, &name, true).await?))
+}
+
+pub async fn unarchive(
+    State(state): State<ApiState>,
+    ApiPath(name): ApiPath<String>,
+) -> ApiResult<Json<EventType>> {
+    let client = state.pool.get().await?;
+    Ok(Json(event_types::set_archived(&client, &name, false).await?))
 }

@@ -55,6 +55,8 @@ pub fn router(state: ApiState) -> Router {
         .route("/endpoints/{id}/replay", post(endpoints::replay))
         .route("/endpoints/{id}/recover", post(endpoints::recover))
         .route("/event-types", get(event_types::list).post(event_types::register))
+        .route("/event-types/{name}/archive", post(event_types::archive))
+        .route("/event-types/{name}/unarchive", post(event_types::unarchive))
         .route("/deliveries", get(deliveries::list))
         .route("/deliveries/{id}", get(deliveries::show))
         .route("/deliveries/{id}/redeliver", post(deliveries::redeliver))

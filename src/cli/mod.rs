@@ -3,6 +3,7 @@
 mod deliveries;
 mod dev;
 mod endpoints;
+mod event_types;
 mod events;
 pub mod output;
 
@@ -60,6 +61,9 @@ pub enum Command {
     /// Inspect and redeliver deliveries
     #[command(subcommand)]
     Deliveries(deliveries::Command),
+    /// Register, list and archive event types
+    #[command(subcommand)]
+    EventTypes(event_types::Command),
     /// Send an endpoint every matching event since a time again
     Replay(events::Replay),
     /// Send an endpoint's failed deliveries since a time again (not the successes)
@@ -93,6 +97,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Endpoints(command) => endpoints::run(&connect(&settings).await?, command, cli.json).await,
         Command::Deliveries(command) => deliveries::run(&connect(&settings).await?, command, cli.json).await,
+        Command::EventTypes(command) => event_types::run(&connect(&settings).await?, command, cli.json).await,
         Command::Replay(replay) => events::replay(&connect(&settings).await?, replay, cli.json).await,
         Command::Recover(recover) => events::recover(&connect(&settings).await?, recover, cli.json).await,
         Command::Emit(emit) => events::emit(&connect(&settings).await?, emit, cli.json).await,

@@ -527,3 +527,23 @@ async fn a_stuck_delivery_says_why_it_waits() {
     let shown = postbox(&["deliveries", "show", &id.to_string()], &env);
     assert!(stdout(&shown).contains("waiting: attempt 1 at"), "{}", stdout(&shown));
 }
+
+/// Event types are managed from the CLI as from SQL.
+#[tokio::test]
+async fn event_types_are_added_listed_and_archived_from_the_cli() {
+    let db = TestDb::new().await;
+    let env = [("DATABASE_URL", db.url.as_str())];
+    let out = postbox(&["event-types", "add", "invoice.paid", "--description", "An invoice was paid"], &env);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let listed = postbox(&["event-types", "list"], &env);
+    assert!(stdout(&listed).contains("invoice.paid") && stdout(&listed).contains("An invoice was paid"));
+    let archived = postbox(&["event-types", "archive", "invoice.paid", "--json"], &env);
+    let archived: serde_json::Value = serde_json::from_str(&stdout(&archived)).unwrap();
+    assert_eq!(archived["archived"], true);
+    let back = postbox(&["event-types", "archive", "invoice.paid", "--undo", "--json"], &env);
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&stdout(&back)).unwrap()["archived"], false);
+    let missing = postbox(&["event-types", "archive", "no.such"], &env);
+    assert!(stderr(&missing).contains("no event type \"no.such\""), "{}", stderr(&missing));
+    let bad = postbox(&["event-types", "add", "not a name"], &env);
+    assert!(stderr(&bad).contains("invalid event type name"), "{}", stderr(&bad));
+}
