@@ -14,7 +14,8 @@ const COLUMNS: &str =
     "e.id, e.url, e.event_types, e.tenant, e.filter, e.headers, e.enabled, e.disabled_reason,
     e.description, postbox.rfc3339(e.failing_since) as failing_since,
     postbox.rfc3339(e.previous_secret_expires_at) as previous_secret_expires_at,
-    postbox.rfc3339(e.created_at) as created_at, postbox.rfc3339(e.updated_at) as updated_at";
+    postbox.rfc3339(e.created_at) as created_at, postbox.rfc3339(e.updated_at) as updated_at,
+    postbox.patterns_matching_nothing(e.event_types) as unmatched_patterns";
 
 /// An endpoint as operators see it: never with its secret.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -34,6 +35,10 @@ pub struct Endpoint {
     pub previous_secret_expires_at: Option<String>,
     pub created_at: String,
     pub updated_at: String,
+    /// Patterns (`ordr.*`) that match no registered event type: a typo
+    /// subscribes to nothing.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unmatched_patterns: Vec<String>,
     /// Recent attempts at a glance; filled by `list` and `get`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health: Option<Health>,
@@ -68,6 +73,7 @@ impl TryFrom<&Row> for Endpoint {
             previous_secret_expires_at: row.try_get("previous_secret_expires_at")?,
             created_at: row.try_get("created_at")?,
             updated_at: row.try_get("updated_at")?,
+            unmatched_patterns: row.try_get("unmatched_patterns")?,
             health: None,
         })
     }

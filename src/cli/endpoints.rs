@@ -112,6 +112,7 @@ pub async fn run(client: &Client, command: Command, json: bool) -> anyhow::Resul
                 secret: add.secret,
             };
             let created = endpoints::create(client, &new).await?;
+            warn_unmatched(&created.endpoint);
             if json {
                 output::json(&created)?;
             } else {
@@ -197,7 +198,21 @@ pub async fn run(client: &Client, command: Command, json: bool) -> anyhow::Resul
     Ok(())
 }
 
+/// On stderr, so that scripts reading stdout get the endpoint alone.
+fn warn_unmatched(endpoint: &Endpoint) {
+    use std::io::Write;
+    for pattern in &endpoint.unmatched_patterns {
+        // A closed stderr loses the warning, not the command.
+        let _ = writeln!(
+            std::io::stderr(),
+            "warning: {} matches no registered event type yet (check its spelling; types registered later will match it)",
+            output::escape_line(pattern)
+        );
+    }
+}
+
 fn print(endpoint: &Endpoint, json: bool) -> anyhow::Result<()> {
+    warn_unmatched(endpoint);
     if json {
         output::json(endpoint)
     } else {

@@ -34,7 +34,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "trust_boundaries",
         sql: include_str!("../../sql/migrations/0006_trust_boundaries.sql"),
     },
-    Migration { version: 7, name: "recover", sql: include_str!("../../sql/migrations/0007_recover.sql") },
+    Migration {
+        version: 7,
+        name: "operator_tools",
+        sql: include_str!("../../sql/migrations/0007_operator_tools.sql"),
+    },
 ];
 
 /// Key for `pg_advisory_xact_lock`: "postbox" in ASCII.

@@ -316,7 +316,15 @@ function endpointRow(e, message) {
   let confirmDelete = false;
   return h("tr", { "data-endpoint": e.id },
     h("td", {}, h("a", { href: `#/deliveries?endpoint_id=${encodeURIComponent(e.id)}`, class: "url" }, e.url), e.description ? h("div", { class: "muted" }, e.description) : null),
-    h("td", {}, e.event_types.join(", "), e.filter ? h("div", { class: "muted" }, `filter ${JSON.stringify(e.filter)}`) : null),
+    h(
+      "td",
+      {},
+      e.event_types.join(", "),
+      e.filter ? h("div", { class: "muted" }, `filter ${JSON.stringify(e.filter)}`) : null,
+      (e.unmatched_patterns || []).length
+        ? h("div", { class: "warning unmatched" }, `${e.unmatched_patterns.join(", ")}: matches no registered event type`)
+        : null,
+    ),
     h("td", {}, e.tenant || h("span", { class: "muted" }, "all")),
     h("td", {}, e.enabled ? badge(e.failing_since ? "failing" : "enabled") : badge("disabled"), e.disabled_reason ? h("div", { class: "muted" }, e.disabled_reason) : null),
     h("td", { class: "health" }, rate),

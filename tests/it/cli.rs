@@ -547,3 +547,40 @@ async fn event_types_are_added_listed_and_archived_from_the_cli() {
     let bad = postbox(&["event-types", "add", "not a name"], &env);
     assert!(stderr(&bad).contains("invalid event type name"), "{}", stderr(&bad));
 }
+
+/// A pattern that matches no registered type is accepted (a type may come
+/// later) but said: as a NOTICE in SQL, a warning in the CLI, a field in the API.
+#[tokio::test]
+async fn a_pattern_that_matches_nothing_is_warned_about() {
+    let db = TestDb::new().await;
+    let env = [("DATABASE_URL", db.url.as_str())];
+    let (client, mut connection) = {
+        let (config, tls) = postbox::db::connection_config(&db.url).unwrap();
+        config.connect(tls).await.unwrap()
+    };
+    let (notices, mut received) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+        use futures_util::StreamExt;
+        while let Some(Ok(tokio_postgres::AsyncMessage::Notice(notice))) = messages.next().await {
+            let _ = notices.send(notice.message().to_owned());
+        }
+    });
+    client.execute("select postbox.register_event_type('order.created')", &[]).await.unwrap();
+    client.execute("select postbox.subscribe('https://example.com/a', '{ordr.*}')", &[]).await.unwrap();
+    let notice =
+        tokio::time::timeout(std::time::Duration::from_secs(5), received.recv()).await.unwrap().unwrap();
+    assert!(notice.contains("'ordr.*' matches no registered event type"), "{notice}");
+
+    let out = postbox(&["endpoints", "add", "https://example.com/b", "-e", "ordr.*", "--json"], &env);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("warning: ordr.* matches no registered event type yet"),
+        "{}",
+        stderr(&out)
+    );
+    let created: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(created["unmatched_patterns"], serde_json::json!(["ordr.*"]));
+    let fine = postbox(&["endpoints", "add", "https://example.com/c", "-e", "order.*"], &env);
+    assert!(!stderr(&fine).contains("warning"), "{}", stderr(&fine));
+}
