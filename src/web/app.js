@@ -55,6 +55,31 @@ function badge(status) {
   return h("span", { class: `badge ${status}` }, status);
 }
 
+/**
+ * The request body as signed, byte for byte (what a receiver must verify
+ * against), with a pretty view to read it by.
+ */
+function requestBody(body) {
+  const pre = h("pre", { id: "request-body", "data-view": "exact" }, body);
+  const toggle = h("button", {
+    type: "button",
+    id: "request-body-view",
+    class: "link",
+    onclick: () => {
+      const exact = pre.dataset.view === "exact";
+      pre.dataset.view = exact ? "pretty" : "exact";
+      pre.textContent = exact ? pretty(body) : body;
+      toggle.textContent = exact ? "Show exact bytes" : "Pretty-print";
+    },
+  }, "Pretty-print");
+  return h(
+    "section",
+    { class: "card" },
+    h("div", { class: "title-row" }, h("h2", {}, "Request body (exactly as signed)"), toggle),
+    pre,
+  );
+}
+
 /** Pretty-prints JSON text; anything else is shown as it is. */
 function pretty(text) {
   if (text == null || text === "") return "(empty)";
@@ -419,9 +444,14 @@ function localInput(iso) {
   return local.toISOString().slice(0, 16);
 }
 
+/** Why a delivery waits, with its times in the page's one format. */
+function waitingText(waiting) {
+  return waiting ? waiting.replace(/\d{4}-\d\d-\d\dT[\d:.]+Z/g, (time) => when(time)) : waiting;
+}
+
 function deliveryRow(d) {
   const href = `#/deliveries/${encodeURIComponent(d.id)}`;
-  const next = d.status === "pending" ? d.waiting || `next ${when(d.next_attempt_at)}` : "";
+  const next = d.status === "pending" ? waitingText(d.waiting) || `next ${when(d.next_attempt_at)}` : "";
   return h("tr", { "data-delivery": d.id, onclick: () => { location.hash = href; } },
     h("td", {}, h("a", { href }, when(d.created_at))),
     h("td", {}, d.event_type),
@@ -472,14 +502,14 @@ function deliveryView(d, path, message, refresh) {
     ["Status", h("span", { id: "delivery-status", class: `badge ${d.status}` }, d.status)],
     ["Attempts", d.attempt_count],
     ["Next attempt", d.status === "pending" ? when(d.next_attempt_at) : "–"],
-    ["Waiting", h("span", { id: "delivery-waiting" }, d.waiting || "–")],
+    ["Waiting", h("span", { id: "delivery-waiting" }, waitingText(d.waiting) || "–")],
     ["Created", when(d.created_at)],
   ];
   const attempts = [...d.attempts].reverse();
   return [
     h("div", { class: "title-row" }, h("h1", {}, d.event_type), redeliver),
     h("dl", { class: "card summary" }, summary.map(([k, v]) => [h("dt", {}, k), h("dd", {}, v)])),
-    h("section", { class: "card" }, h("h2", {}, "Request body"), h("pre", { id: "request-body" }, pretty(d.request_body))),
+    requestBody(d.request_body),
     h("h2", {}, `Attempts (${d.attempts.length}), newest first`),
     attempts.length === 0 ? h("p", { class: "muted" }, "No attempt yet.") : attempts.map(attemptView),
   ];

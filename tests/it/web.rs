@@ -15,7 +15,7 @@ async fn a_failing_delivery_is_debugged_and_redelivered_from_the_web_page() {
         .execute("select postbox.register_event_type('order.created', 'An order was placed')", &[])
         .await
         .unwrap();
-    let receiver = Receiver::start().await;
+    let mut receiver = Receiver::start().await;
     // The receiver fails, and its answer tries to inject markup into the page.
     receiver.answer_all(
         Reply::status(500).body(r#"{"error":"database is down"} <img src=x onerror="window.injected=1">"#),
@@ -67,6 +67,12 @@ async fn a_failing_delivery_is_debugged_and_redelivered_from_the_web_page() {
     assert!(body.contains("database is down"), "response body shown: {body}");
     assert!(body.contains("<img src=x"), "markup shown as text: {body}");
     assert!(browser.text("#request-body").await.contains("<script>window.injected=2</script>"));
+    // The exact bytes that were signed (the receiver got them), then a pretty view.
+    let sent = receiver.recv().await;
+    assert_eq!(browser.text("#request-body").await, String::from_utf8_lossy(&sent.body), "exactly as signed");
+    browser.click("#request-body-view").await;
+    assert!(browser.text("#request-body").await.contains("\n  \"type\": \"order.created\""), "pretty on request");
+    browser.click("#request-body-view").await;
     let injected = browser
         .script(
             "return [window.injected, document.querySelectorAll('#main img, #main script').length]",
@@ -77,6 +83,7 @@ async fn a_failing_delivery_is_debugged_and_redelivered_from_the_web_page() {
     assert_eq!(browser.text("#delivery-status").await, "pending");
     let waiting = browser.text("#delivery-waiting").await;
     assert!(waiting.starts_with("waiting: attempt 2 at") && waiting.contains("after HTTP 500"), "{waiting}");
+    assert!(!waiting.contains('Z'), "times in the page's own format: {waiting}");
     browser.screenshot("delivery-failed").await;
 
     // The receiver recovers; redeliver from the page and watch it succeed.
