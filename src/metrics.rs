@@ -11,13 +11,16 @@ use crate::delivery::retry::Decision;
 
 /// Upper bounds of the attempt duration histogram, in seconds.
 const DURATION_BUCKETS: [f64; 12] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
-const OUTCOMES: [&str; 4] = ["succeeded", "retry", "failed", "gone"];
+/// Attempts by what the attempt did and what its delivery became: one
+/// vocabulary with the database (an attempt failed; a delivery is pending
+/// again, or failed). A 410 Gone ends the delivery as failed like any last try.
+const OUTCOMES: [(&str, &str); 3] = [("succeeded", "succeeded"), ("failed", "pending"), ("failed", "failed")];
 
 #[derive(Debug, Default)]
 pub struct Metrics {
     events_dispatched: AtomicU64,
     deliveries_created: AtomicU64,
-    attempts: [AtomicU64; 4],
+    attempts: [AtomicU64; 3],
     duration_buckets: [AtomicU64; DURATION_BUCKETS.len()],
     duration_count: AtomicU64,
     duration_sum_micros: AtomicU64,
@@ -54,8 +57,7 @@ impl Metrics {
         let outcome = match decision {
             Decision::Succeeded => 0,
             Decision::Retry { .. } => 1,
-            Decision::Failed => 2,
-            Decision::Gone => 3,
+            Decision::Failed | Decision::Gone => 2,
         };
         self.attempts[outcome].fetch_add(1, Ordering::Relaxed);
         let seconds = duration.as_secs_f64();
@@ -90,10 +92,14 @@ impl Metrics {
             &mut out,
             "postbox_attempts_total",
             "counter",
-            "HTTP attempts made by this relay, by outcome.",
+            "HTTP attempts made by this relay, by outcome and the delivery's status after it.",
         );
-        for (outcome, count) in OUTCOMES.iter().zip(&self.attempts) {
-            let _ = writeln!(out, "postbox_attempts_total{{outcome=\"{outcome}\"}} {}", load(count));
+        for ((outcome, delivery), count) in OUTCOMES.iter().zip(&self.attempts) {
+            let _ = writeln!(
+                out,
+                "postbox_attempts_total{{outcome=\"{outcome}\",delivery=\"{delivery}\"}} {}",
+                load(count)
+            );
         }
         family(&mut out, "postbox_attempt_duration_seconds", "histogram", "Duration of HTTP attempts.");
         for (bound, count) in DURATION_BUCKETS.iter().zip(&self.duration_buckets) {
@@ -169,8 +175,9 @@ mod tests {
         for line in [
             "postbox_events_dispatched_total 3",
             "postbox_deliveries_created_total 6",
-            "postbox_attempts_total{outcome=\"succeeded\"} 1",
-            "postbox_attempts_total{outcome=\"retry\"} 1",
+            "postbox_attempts_total{outcome=\"succeeded\",delivery=\"succeeded\"} 1",
+            "postbox_attempts_total{outcome=\"failed\",delivery=\"pending\"} 1",
+            "postbox_attempts_total{outcome=\"failed\",delivery=\"failed\"} 0",
             "postbox_attempt_duration_seconds_bucket{le=\"0.025\"} 1",
             "postbox_attempt_duration_seconds_bucket{le=\"2.5\"} 2",
             "postbox_attempt_duration_seconds_count 2",

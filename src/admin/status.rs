@@ -24,8 +24,13 @@ pub struct Status {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Throughput {
     pub attempts: i64,
+    /// Attempts that succeeded (their deliveries did).
     pub succeeded: i64,
+    /// Attempts that failed: `retrying` of them will be attempted again,
+    /// `deliveries_failed` ended their delivery as `failed`.
     pub failed: i64,
+    pub retrying: i64,
+    pub deliveries_failed: i64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -63,8 +68,12 @@ pub async fn status(client: &Client) -> Result<Status> {
     let minute = client
         .query_one(
             "select count(*) as attempts,
-                    count(*) filter (where response_status between 200 and 299) as succeeded
-             from postbox.attempts where started_at > now() - interval '1 minute'",
+                    count(*) filter (where a.response_status between 200 and 299) as succeeded,
+                    count(*) filter (where not coalesce(a.response_status between 200 and 299, false)
+                                       and d.status = 'failed' and d.attempt_count = a.attempt_number)
+                        as deliveries_failed
+             from postbox.attempts a left join postbox.deliveries d on d.id = a.delivery_id
+             where a.started_at > now() - interval '1 minute'",
             &[],
         )
         .await?;
@@ -95,13 +104,20 @@ pub async fn status(client: &Client) -> Result<Status> {
     }
     let attempts: i64 = minute.try_get("attempts")?;
     let succeeded: i64 = minute.try_get("succeeded")?;
+    let deliveries_failed: i64 = minute.try_get("deliveries_failed")?;
     Ok(Status {
         undispatched_events: backlog.try_get("undispatched")?,
         oldest_undispatched_age_seconds: backlog.try_get("oldest_undispatched")?,
         pending_deliveries: backlog.try_get("pending")?,
         due_deliveries: backlog.try_get("due")?,
         delivery_lag_seconds: backlog.try_get("lag")?,
-        last_minute: Throughput { attempts, succeeded, failed: attempts - succeeded },
+        last_minute: Throughput {
+            attempts,
+            succeeded,
+            failed: attempts - succeeded,
+            retrying: attempts - succeeded - deliveries_failed,
+            deliveries_failed,
+        },
         endpoints,
         failing_endpoints: failing,
         disabled_endpoints: disabled,

@@ -155,8 +155,12 @@ pub async fn status(client: &Client, json: bool) -> anyhow::Result<()> {
     output::fields(&[(
         "  attempts",
         format!(
-            "{} ({} succeeded, {} failed)",
-            s.last_minute.attempts, s.last_minute.succeeded, s.last_minute.failed
+            "{} ({} succeeded; {} failed: {} to be retried, {} ended their delivery as failed)",
+            s.last_minute.attempts,
+            s.last_minute.succeeded,
+            s.last_minute.failed,
+            s.last_minute.retrying,
+            s.last_minute.deliveries_failed
         ),
     )])?;
     output::line(format_args!(

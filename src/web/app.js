@@ -205,7 +205,12 @@ function overviewCards(s) {
       { class: "cards" },
       stat("Events to dispatch", s.undispatched_events, `oldest ${ago(s.oldest_undispatched_age_seconds)}`, "stat-undispatched"),
       stat("Deliveries pending", s.pending_deliveries, `${s.due_deliveries} due now, lag ${ago(s.delivery_lag_seconds)}`, "stat-pending"),
-      stat("Attempts, last minute", m.attempts, `${m.succeeded} succeeded, ${m.failed} failed`, "stat-attempts"),
+      stat(
+        "Attempts, last minute",
+        m.attempts,
+        `${m.succeeded} succeeded; ${m.failed} failed: ${m.retrying} to be retried, ${m.deliveries_failed} deliveries failed`,
+        "stat-attempts",
+      ),
       stat("Endpoints", s.endpoints, `${s.failing_endpoints.length} failing, ${s.disabled_endpoints.length} disabled`, "stat-endpoints"),
     ),
     h("section", { class: "card" }, h("h2", {}, "Backlog and throughput"), chart(), h("p", { class: "legend" },

@@ -584,3 +584,35 @@ async fn a_pattern_that_matches_nothing_is_warned_about() {
     let fine = postbox(&["endpoints", "add", "https://example.com/c", "-e", "order.*"], &env);
     assert!(!stderr(&fine).contains("warning"), "{}", stderr(&fine));
 }
+
+/// "failed" means one thing: an attempt failed; whether its delivery will be
+/// retried or has failed is said apart.
+#[tokio::test]
+async fn status_tells_failed_attempts_from_failed_deliveries() {
+    let app = crate::support::TestApp::with_settings(&[("POSTBOX_DELIVERY__RETRY_SCHEDULE", "0s,0s")]).await;
+    let receiver = crate::support::Receiver::start().await;
+    receiver.answer_all(crate::support::Reply::status(500));
+    app.register("a.b").await;
+    app.subscribe(&receiver.url("/"), &["*"]).await;
+    app.emit("a.b", serde_json::json!({})).await;
+    app.dispatch().await;
+    let env = [("DATABASE_URL", app.db.url.as_str())];
+    let minute = || {
+        let out = postbox(&["status", "--json"], &env);
+        serde_json::from_str::<serde_json::Value>(&stdout(&out)).unwrap()["last_minute"].clone()
+    };
+    assert_eq!(app.deliver().await, 1);
+    let m = minute();
+    assert_eq!(
+        (m["failed"].as_i64(), m["retrying"].as_i64(), m["deliveries_failed"].as_i64()),
+        (Some(1), Some(1), Some(0))
+    );
+    assert_eq!(app.deliver().await, 1);
+    let m = minute();
+    assert_eq!(
+        (m["failed"].as_i64(), m["retrying"].as_i64(), m["deliveries_failed"].as_i64()),
+        (Some(2), Some(1), Some(1))
+    );
+    let text = stdout(&postbox(&["status"], &env));
+    assert!(text.contains("2 failed: 1 to be retried, 1 ended their delivery as failed"), "{text}");
+}

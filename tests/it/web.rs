@@ -71,7 +71,10 @@ async fn a_failing_delivery_is_debugged_and_redelivered_from_the_web_page() {
     let sent = receiver.recv().await;
     assert_eq!(browser.text("#request-body").await, String::from_utf8_lossy(&sent.body), "exactly as signed");
     browser.click("#request-body-view").await;
-    assert!(browser.text("#request-body").await.contains("\n  \"type\": \"order.created\""), "pretty on request");
+    assert!(
+        browser.text("#request-body").await.contains("\n  \"type\": \"order.created\""),
+        "pretty on request"
+    );
     browser.click("#request-body-view").await;
     let injected = browser
         .script(
