@@ -122,3 +122,52 @@ fn the_crate_package_holds_what_the_binary_embeds_and_no_tests() {
         assert!(manifest.lines().any(|l| l.starts_with(&format!("{key} ="))), "Cargo.toml has no {key}");
     }
 }
+
+/// deploy/kubernetes.yml, checked as the compose file is: it parses, the
+/// relay's settings are real keys, the probes hit the relay's health routes,
+/// and the budget and Service select the relay's pods.
+#[test]
+fn the_kubernetes_example_runs_migrate_then_a_probed_relay() {
+    use serde::Deserialize;
+    let text = repo_file("deploy/kubernetes.yml");
+    let docs: Vec<Value> = serde_norway::Deserializer::from_str(&text)
+        .map(|doc| Value::deserialize(doc).expect("YAML"))
+        .collect();
+    let of_kind = |kind: &str| {
+        docs.iter()
+            .find(|d| d["kind"] == kind)
+            .unwrap_or_else(|| panic!("no {kind} in deploy/kubernetes.yml"))
+    };
+    let job = of_kind("Job");
+    assert_eq!(job["spec"]["template"]["spec"]["containers"][0]["args"][0], "migrate");
+    let relay = of_kind("Deployment");
+    let pod = &relay["spec"]["template"];
+    let container = &pod["spec"]["containers"][0];
+    assert_eq!(container["args"][0], "run");
+    assert_eq!(container["livenessProbe"]["httpGet"]["path"], "/healthz");
+    assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/readyz");
+    let dockerfile = repo_file("Dockerfile");
+    let uid = pod["spec"]["securityContext"]["runAsUser"].as_u64().unwrap();
+    assert!(dockerfile.contains(&format!("--uid {uid}")), "the image's user is {uid}");
+
+    // Every setting is one `postbox run` accepts (secrets given sample values).
+    let mut env = BTreeMap::new();
+    for var in container["env"].as_sequence().unwrap() {
+        let name = var["name"].as_str().unwrap().to_owned();
+        let value = match var["value"].as_str() {
+            Some(value) => value.to_owned(),
+            None if name == "DATABASE_URL" => "postgres://relay:pw@db:5432/app".to_owned(),
+            None => "a-sample-admin-token-of-48-characters-0123456789".to_owned(),
+        };
+        env.insert(name, value);
+    }
+    let settings = postbox::config::Settings::load_from(None, env)
+        .unwrap_or_else(|err| panic!("the relay's environment in deploy/kubernetes.yml is invalid: {err}"));
+    assert!(!settings.admin.listen.ip().is_loopback() && settings.admin.token.is_some());
+    assert!(!settings.network.allow_private, "production keeps inward addresses refused");
+
+    let labels = &pod["metadata"]["labels"];
+    assert_eq!(&of_kind("PodDisruptionBudget")["spec"]["selector"]["matchLabels"], labels);
+    assert_eq!(&of_kind("Service")["spec"]["selector"], labels);
+    assert_eq!(&relay["spec"]["selector"]["matchLabels"], labels);
+}
