@@ -111,4 +111,10 @@ begin
 end;
 $$;
 
+
+-- The page's history chart reads a day of attempts by start time. A BRIN
+-- index (a few pages per partition, nearly free to keep up as rows are
+-- appended in time order) saves it a full scan of the day's partitions.
+create index attempts_started_brin on postbox.attempts using brin (started_at);
+
 revoke execute on all functions in schema postbox from public;

@@ -123,3 +123,92 @@ pub async fn status(client: &Client) -> Result<Status> {
         disabled_endpoints: disabled,
     })
 }
+
+/// One bucket of [`history`].
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct HistoryPoint {
+    /// Start of the bucket, RFC 3339.
+    pub at: String,
+    /// Attempts started in the bucket that succeeded, and that failed.
+    pub succeeded: i64,
+    pub failed: i64,
+    /// Deliveries pending at the end of the bucket: those created in the
+    /// window and not yet finished then, plus older ones still pending now.
+    pub backlog: i64,
+}
+
+/// The last hour (per minute) or day (per 15 minutes) from the database, so
+/// that whoever opens the page after an incident sees the incident.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct History {
+    pub window: String,
+    pub bucket_seconds: i64,
+    pub points: Vec<HistoryPoint>,
+}
+
+pub async fn history(client: &Client, window: &str) -> Result<History> {
+    let (window_seconds, bucket_seconds): (f64, i64) = match window {
+        "1h" => (3600.0, 60),
+        "24h" => (86400.0, 900),
+        other => return Err(super::Error::Invalid(format!("window {other:?}: expected 1h or 24h"))),
+    };
+    let rows = client
+        .query(
+            "with bounds as (
+                 select date_bin(make_interval(secs => $2), now() - make_interval(secs => $1), 'epoch') as start,
+                        make_interval(secs => $2) as step
+             ),
+             buckets as (
+                 select generate_series(b.start, now(), b.step) as at from bounds b
+             ),
+             attempts as (
+                 select date_bin(b.step, a.started_at, b.start) as at,
+                        count(*) filter (where a.response_status between 200 and 299) as succeeded,
+                        count(*) filter (where a.response_status is null or a.response_status not between 200 and 299)
+                            as failed
+                 from postbox.attempts a, bounds b
+                 where a.started_at >= b.start
+                 group by 1
+             ),
+             recent as (
+                 select date_bin(b.step, d.created_at, b.start) as created,
+                        case when d.status <> 'pending' then date_bin(b.step, d.updated_at, b.start) end as finished
+                 from postbox.deliveries d, bounds b
+                 where d.created_at >= b.start
+             ),
+             moves as (
+                 select created as at, 1 as delta from recent
+                 union all
+                 select finished, -1 from recent where finished is not null
+             ),
+             per_bucket as (select at, sum(delta) as delta from moves group by at),
+             older as (
+                 select count(*) as pending
+                 from postbox.deliveries d, bounds b
+                 where d.status = 'pending' and d.created_at < b.start
+             )
+             select postbox.rfc3339(k.at) as at,
+                    coalesce(a.succeeded, 0) as succeeded,
+                    coalesce(a.failed, 0) as failed,
+                    (select pending from older)
+                        + coalesce(sum(p.delta) over (order by k.at), 0)::int8 as backlog
+             from buckets k
+             left join attempts a on a.at = k.at
+             left join per_bucket p on p.at = k.at
+             order by k.at",
+            &[&window_seconds, &(bucket_seconds as f64)],
+        )
+        .await?;
+    let points = rows
+        .iter()
+        .map(|row| {
+            Ok(HistoryPoint {
+                at: row.try_get("at")?,
+                succeeded: row.try_get("succeeded")?,
+                failed: row.try_get("failed")?,
+                backlog: row.try_get("backlog")?,
+            })
+        })
+        .collect::<std::result::Result<_, tokio_postgres::Error>>()?;
+    Ok(History { window: window.to_owned(), bucket_seconds, points })
+}

@@ -62,3 +62,18 @@ pub async fn status(State(state): State<ApiState>) -> ApiResult<Json<admin::stat
     let client = state.pool.get().await?;
     Ok(Json(admin::status::status(&client).await?))
 }
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryQuery {
+    /// `1h` (per minute, the default) or `24h` (per 15 minutes).
+    window: Option<String>,
+}
+
+pub async fn history(
+    State(state): State<ApiState>,
+    super::ApiQuery(query): super::ApiQuery<HistoryQuery>,
+) -> ApiResult<Json<admin::status::History>> {
+    let client = state.pool.get().await?;
+    Ok(Json(admin::status::history(&client, query.window.as_deref().unwrap_or("1h")).await?))
+}

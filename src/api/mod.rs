@@ -61,6 +61,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/deliveries/{id}", get(deliveries::show))
         .route("/deliveries/{id}/redeliver", post(deliveries::redeliver))
         .route("/status", get(health::status))
+        .route("/history", get(health::history))
         .route("/openapi.json", get(openapi))
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));

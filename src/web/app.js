@@ -177,20 +177,72 @@ function showLogin(reason) {
 
 // ---------------------------------------------------------------- overview
 
-const samples = [];
-const MAX_SAMPLES = 90;
+/** The history chart's window: "1h" (per minute) or "24h" (per 15 minutes). */
+let historyWindow = "1h";
+const HISTORY_REFRESH_MS = 30000;
 
 async function overview() {
   const live = h("div", { id: "live" }, h("p", { class: "muted" }, "Loading…"));
-  setMain(h("h1", {}, "Overview"), live);
+  const history = h("section", { class: "card", id: "history" }, h("p", { class: "muted" }, "Loading…"));
+  setMain(h("h1", {}, "Overview"), live, history);
+  let historyAt = 0;
   const refresh = async () => {
     const status = await api("GET", "/status");
-    samples.push({ at: Date.now(), pending: status.pending_deliveries, attempts: status.last_minute.attempts });
-    if (samples.length > MAX_SAMPLES) samples.shift();
     live.replaceChildren(...overviewCards(status));
+    if (Date.now() - historyAt > HISTORY_REFRESH_MS) {
+      historyAt = Date.now();
+      await drawHistory(history);
+    }
   };
   await refresh();
   every(refresh);
+}
+
+/** Attempts by outcome and the backlog, from the database's own records. */
+async function drawHistory(section) {
+  const data = await api("GET", `/history?window=${historyWindow}`);
+  const choose = (window) =>
+    h("button", {
+      type: "button",
+      class: `link window${window === historyWindow ? " current" : ""}`,
+      "data-window": window,
+      onclick: () => {
+        historyWindow = window;
+        drawHistory(section).catch(report);
+      },
+    }, window === "1h" ? "last hour" : "last 24 hours");
+  const first = data.points[0], last = data.points[data.points.length - 1];
+  section.replaceChildren(
+    h("div", { class: "title-row" }, h("h2", {}, "Attempts and backlog"), h("div", {}, choose("1h"), " · ", choose("24h"))),
+    historyChart(data),
+    h("p", { class: "legend" },
+      h("span", { class: "key succeeded" }), "attempts succeeded  ",
+      h("span", { class: "key failed" }), "attempts failed  ",
+      h("span", { class: "key pending" }), "deliveries pending  ",
+      h("span", { class: "muted" }, first ? `${when(first.at)} to ${when(last.at)}, ${data.bucket_seconds / 60} min per bar` : "")),
+  );
+}
+
+/** Stacked bars of attempts (succeeded under failed) and the backlog as a line, each on its own scale. */
+function historyChart(data) {
+  const width = 1200, height = 160, top = 18;
+  const box = svg("svg", { viewBox: `0 0 ${width} ${height}`, class: "chart", role: "img", "aria-label": "attempts and backlog over time" });
+  box.append(svg("line", { x1: 0, y1: height - 1, x2: width, y2: height - 1, class: "axis" }));
+  const points = data.points;
+  const slot = width / Math.max(1, points.length);
+  const maxAttempts = Math.max(1, ...points.map((p) => p.succeeded + p.failed));
+  const maxBacklog = Math.max(1, ...points.map((p) => p.backlog));
+  const scale = (value, max) => (value / max) * (height - top - 2);
+  points.forEach((p, i) => {
+    const x = i * slot + 1, w = Math.max(1, slot - 2);
+    const ok = scale(p.succeeded, maxAttempts), bad = scale(p.failed, maxAttempts);
+    if (ok > 0) box.append(svg("rect", { x, y: height - 1 - ok, width: w, height: ok, class: "bar succeeded" }));
+    if (bad > 0) box.append(svg("rect", { x, y: height - 1 - ok - bad, width: w, height: bad, class: "bar failed" }));
+  });
+  const line = points.map((p, i) => `${(i * slot + slot / 2).toFixed(1)},${(height - 1 - scale(p.backlog, maxBacklog)).toFixed(1)}`);
+  box.append(svg("polyline", { points: line.join(" "), class: "line pending" }));
+  box.append(svg("text", { x: 4, y: 12, class: "max" }, `max ${maxAttempts.toLocaleString()} attempts per bar, ${maxBacklog.toLocaleString()} pending`));
+  return box;
 }
 
 function overviewCards(s) {
@@ -213,10 +265,6 @@ function overviewCards(s) {
       ),
       stat("Endpoints", s.endpoints, `${s.failing_endpoints.length} failing, ${s.disabled_endpoints.length} disabled`, "stat-endpoints"),
     ),
-    h("section", { class: "card" }, h("h2", {}, "Backlog and throughput"), chart(), h("p", { class: "legend" },
-      h("span", { class: "key pending" }), "deliveries pending  ",
-      h("span", { class: "key attempts" }), "attempts in the last minute  ",
-      h("span", { class: "muted" }, `(sampled every ${REFRESH_MS / 1000} s since this page opened)`))),
     h(
       "section",
       { class: "card" },
@@ -231,25 +279,6 @@ function overviewCards(s) {
 
 function stat(label, value, detail, id) {
   return h("div", { class: "card stat", id }, h("div", { class: "label" }, label), h("div", { class: "value" }, value.toLocaleString()), h("div", { class: "detail" }, detail));
-}
-
-/** Two lines over the samples so far, each scaled to its own maximum. */
-function chart() {
-  const width = 1200, height = 150;
-  const box = svg("svg", { viewBox: `0 0 ${width} ${height}`, class: "chart", role: "img", "aria-label": "backlog and throughput over time" });
-  box.append(svg("line", { x1: 0, y1: height - 1, x2: width, y2: height - 1, class: "axis" }));
-  for (const key of ["pending", "attempts"]) {
-    const max = Math.max(1, ...samples.map((s) => s[key]));
-    const points = samples.map((s, i) => {
-      // Newest at the right edge, older samples leftwards.
-      const x = width - ((samples.length - 1 - i) / (MAX_SAMPLES - 1)) * width;
-      const y = height - 4 - (s[key] / max) * (height - 20);
-      return `${x.toFixed(1)},${y.toFixed(1)}`;
-    });
-    box.append(svg("polyline", { points: points.join(" "), class: `line ${key}` }));
-    box.append(svg("text", { x: 4, y: key === "pending" ? 12 : 26, class: `max ${key}` }, `max ${max.toLocaleString()}`));
-  }
-  return box;
 }
 
 // ---------------------------------------------------------------- endpoints

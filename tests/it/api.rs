@@ -359,3 +359,39 @@ async fn delivery_pages_cover_every_delivery_once_even_within_one_batch() {
     assert_eq!(seen.len(), 25);
     admin.stop().await;
 }
+
+/// The history comes from the database: an incident an hour old shows when
+/// the page is opened now.
+#[tokio::test]
+async fn history_shows_an_incident_that_happened_before_anyone_looked() {
+    let app = TestApp::new().await;
+    app.register("a.b").await;
+    let endpoint = app.subscribe("https://example.com/hooks", &["*"]).await;
+    // 20 minutes ago: 5 events whose attempts failed and stayed pending.
+    app.sql
+        .batch_execute(&format!(
+            "insert into postbox.outbox (event_type, payload, dispatched_at)
+                 select 'a.b', '{{}}', now() - interval '20 minutes' from generate_series(1, 5);
+             insert into postbox.deliveries (event_id, endpoint_id, status, attempt_count, next_attempt_at, created_at, updated_at)
+                 select event_id, '{endpoint}', 'pending', 1, now() + interval '1 hour',
+                        now() - interval '20 minutes', now() - interval '20 minutes'
+                 from postbox.outbox;
+             insert into postbox.attempts (delivery_id, attempt_number, started_at, duration_ms, response_status)
+                 select id, 1, now() - interval '20 minutes', 5, 503 from postbox.deliveries;"
+        ))
+        .await
+        .unwrap();
+    let hour = postbox::admin::status::history(&app.sql, "1h").await.unwrap();
+    assert_eq!(hour.bucket_seconds, 60);
+    assert!((60..=62).contains(&hour.points.len()), "{} points", hour.points.len());
+    let failed: i64 = hour.points.iter().map(|p| p.failed).sum();
+    assert_eq!(failed, 5, "the failed attempts are in their minute");
+    let incident = hour.points.iter().position(|p| p.failed == 5).unwrap();
+    assert!(hour.points[..incident].iter().all(|p| p.backlog == 0), "no backlog before it");
+    assert!(hour.points[incident..].iter().all(|p| p.backlog == 5), "five pending since");
+    let day = postbox::admin::status::history(&app.sql, "24h").await.unwrap();
+    assert_eq!(day.bucket_seconds, 900);
+    assert_eq!(day.points.iter().map(|p| p.failed).sum::<i64>(), 5);
+    let err = postbox::admin::status::history(&app.sql, "1y").await.unwrap_err();
+    assert!(err.to_string().contains("expected 1h or 24h"), "{err}");
+}

@@ -156,3 +156,59 @@ async fn the_page_is_served_with_a_strict_content_security_policy() {
 
     relay.stop().await;
 }
+
+/// An operator who opens the page after an incident sees it: the overview
+/// draws the last hour (and day) from the database, not from since it opened.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_overview_shows_an_incident_from_before_the_page_was_opened() {
+    let app = TestApp::new().await;
+    app.register("order.created").await;
+    let endpoint = app.subscribe("https://example.com/hooks", &["*"]).await;
+    // An hour of traffic: successes every minute, and 25 minutes ago a
+    // receiver outage whose failed deliveries are still pending.
+    app.sql
+        .batch_execute(&format!(
+            "insert into postbox.outbox (event_type, payload, dispatched_at)
+                 select 'order.created', jsonb_build_object('minute', m), now() - make_interval(mins => m)
+                 from generate_series(1, 59) m, generate_series(1, 4) n;
+             insert into postbox.deliveries (event_id, endpoint_id, status, attempt_count, next_attempt_at,
+                                             created_at, updated_at)
+                 select o.event_id, '{endpoint}',
+                        case when (o.payload->>'minute')::int between 20 and 30 then 'pending' else 'succeeded' end,
+                        1, case when (o.payload->>'minute')::int between 20 and 30 then now() + interval '1 hour' end,
+                        o.dispatched_at, o.dispatched_at
+                 from postbox.outbox o;
+             insert into postbox.attempts (delivery_id, attempt_number, started_at, duration_ms, response_status)
+                 select d.id, 1, d.created_at, 12, case when d.status = 'pending' then 503 else 200 end
+                 from postbox.deliveries d;"
+        ))
+        .await
+        .unwrap();
+    let relay = InProcessRelay::start(test_settings(&app.db.url, &[("POSTBOX_ADMIN__TOKEN", TOKEN)])).await;
+    let browser = Browser::start().await;
+    browser.goto(&format!("{}/", relay.base)).await;
+    browser.fill("#token", TOKEN).await;
+    browser.click("#login button[type=submit]").await;
+    browser.wait_for("#history rect.bar.failed").await;
+    let bars = browser
+        .script(
+            "return [document.querySelectorAll('#history rect.bar.succeeded').length,
+                     document.querySelectorAll('#history rect.bar.failed').length]",
+            json!([]),
+        )
+        .await;
+    assert_eq!(bars[1], 11, "the eleven minutes of the outage: {bars}");
+    assert!(bars[0].as_u64().unwrap() >= 45, "the hour around it: {bars}");
+    browser.screenshot("overview-history").await;
+    browser.click("#history button[data-window='24h']").await;
+    browser
+        .wait_until(
+            "document.querySelector('#history button.current')?.dataset.window === '24h'",
+            "the day view",
+            Duration::from_secs(10),
+        )
+        .await;
+    assert!(browser.text("#history .legend").await.contains("15 min per bar"));
+    browser.close().await;
+    relay.stop().await;
+}
