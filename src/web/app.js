@@ -418,7 +418,7 @@ function endpointRow(e, message) {
 
 // ---------------------------------------------------------------- deliveries
 
-const FILTERS = ["endpoint_id", "status", "event_type", "tenant", "since"];
+const FILTERS = ["endpoint_id", "event_id", "status", "event_type", "tenant", "since"];
 
 async function deliveries() {
   const params = hashParams();
@@ -432,8 +432,19 @@ async function deliveries() {
     {
       id: "delivery-filters",
       class: "card filters",
-      onsubmit: (event) => {
+      onsubmit: async (event) => {
         event.preventDefault();
+        // An id a customer quotes: a delivery's opens it, an event's
+        // (webhook-id) lists its deliveries.
+        const id = form.elements.lookup.value.trim();
+        if (id) {
+          const delivery = await api("GET", `/deliveries/${encodeURIComponent(id)}`).catch(() => null);
+          if (delivery) {
+            location.hash = `#/deliveries/${encodeURIComponent(id)}`;
+            return;
+          }
+          form.elements.event_id.value = id;
+        }
         const query = new URLSearchParams();
         for (const name of FILTERS) {
           let value = form.elements[name].value.trim();
@@ -448,6 +459,8 @@ async function deliveries() {
     h("label", {}, "Event type", select("event_type", types.map((t) => [t.name, t.name]))),
     h("label", {}, "Tenant", h("input", { name: "tenant", value: params.get("tenant") || "" })),
     h("label", {}, "Since", h("input", { name: "since", type: "datetime-local", value: sinceValue ? localInput(sinceValue) : "" })),
+    h("label", {}, "Event or delivery id", h("input", { name: "lookup", id: "filter-lookup", placeholder: "webhook-id or delivery id", size: 36 })),
+    h("input", { type: "hidden", name: "event_id", value: params.get("event_id") || "" }),
     h("button", { type: "submit" }, "Filter"),
   );
   const body = h("tbody", {});

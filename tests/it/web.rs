@@ -209,6 +209,29 @@ async fn the_overview_shows_an_incident_from_before_the_page_was_opened() {
         )
         .await;
     assert!(browser.text("#history .legend").await.contains("15 min per bar"));
+
+    // A customer quotes a webhook-id: the page finds its delivery; a delivery id opens it.
+    let (event, delivery): (uuid::Uuid, uuid::Uuid) = app
+        .sql
+        .query_one("select event_id, id from postbox.deliveries where status = 'pending' limit 1", &[])
+        .await
+        .map(|row| (row.get(0), row.get(1)))
+        .unwrap();
+    browser.click("nav a[data-view=deliveries]").await;
+    browser.fill("#filter-lookup", &event.to_string()).await;
+    browser.click("#delivery-filters button[type=submit]").await;
+    browser
+        .wait_until(
+            "document.querySelectorAll('#deliveries tr[data-delivery]').length === 1",
+            "the one delivery of that event",
+            Duration::from_secs(10),
+        )
+        .await;
+    assert!(browser.script("return location.hash", json!([])).await.to_string().contains(&event.to_string()));
+    browser.fill("#filter-lookup", &delivery.to_string()).await;
+    browser.click("#delivery-filters button[type=submit]").await;
+    browser.wait_for("#delivery-status").await;
+    assert_eq!(browser.text("#delivery-status").await, "pending");
     browser.close().await;
     relay.stop().await;
 }
