@@ -371,7 +371,7 @@ function endpointRow(e, message) {
       },
     }, label);
   const path = `/endpoints/${encodeURIComponent(e.id)}`;
-  const since = h("input", { class: "since", placeholder: "since: 1h", title: "a duration back from now (1h, 30m) or a timestamp", "aria-label": "replay since" });
+  const since = h("input", { class: "since", placeholder: "since: 1h", title: "a duration back from now (1h, 30m) or a time", "aria-label": "recover or replay since" });
   let confirmDelete = false;
   return h("tr", { "data-endpoint": e.id },
     h("td", {}, h("a", { href: `#/deliveries?endpoint_id=${encodeURIComponent(e.id)}`, class: "url" }, e.url), e.description ? h("div", { class: "muted" }, e.description) : null),
@@ -397,10 +397,15 @@ function endpointRow(e, message) {
         const rotated = await api("POST", `${path}/rotate-secret`);
         return secretNotice(`Secret of ${e.url} rotated; the old one keeps signing for ${rotated.previous_secret_valid_for}.`, rotated.secret);
       }),
-      h("span", { class: "replay" }, since, act("Replay", async () => {
-        const done = await api("POST", `${path}/replay`, { since: since.value.trim() || "1h" });
-        return `${done.replayed} events queued again for ${e.url}.`;
-      })),
+      h("span", { class: "replay" }, since,
+        act("Recover", async () => {
+          const done = await api("POST", `${path}/recover`, { since: since.value.trim() || "1h" });
+          return `${done.recovered} failed deliveries queued again for ${e.url}.`;
+        }),
+        act("Replay", async () => {
+          const done = await api("POST", `${path}/replay`, { since: since.value.trim() || "1h" });
+          return `${done.replayed} events queued again for ${e.url}.`;
+        })),
       act("Delete", async () => {
         if (!confirmDelete) {
           confirmDelete = true;

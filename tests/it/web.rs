@@ -232,6 +232,25 @@ async fn the_overview_shows_an_incident_from_before_the_page_was_opened() {
     browser.click("#delivery-filters button[type=submit]").await;
     browser.wait_for("#delivery-status").await;
     assert_eq!(browser.text("#delivery-status").await, "pending");
+
+    // The outage's deliveries gave up; Recover sends just those again.
+    app.sql.batch_execute("update postbox.deliveries set status = 'failed', next_attempt_at = null where status = 'pending'")
+        .await
+        .unwrap();
+    browser.click("nav a[data-view=endpoints]").await;
+    browser.wait_for("#endpoints input.since").await;
+    browser.fill("#endpoints input.since", "2h").await;
+    browser
+        .script("[...document.querySelectorAll('#endpoints button')].find(b => b.textContent === 'Recover').click()", json!([]))
+        .await;
+    browser
+        .wait_until(
+            "document.querySelector('#endpoint-message')?.textContent.includes('44 failed deliveries queued again')",
+            "recover's answer",
+            Duration::from_secs(10),
+        )
+        .await;
+    assert_eq!(app.count("select count(*) from postbox.deliveries where status = 'pending'").await, 44);
     browser.close().await;
     relay.stop().await;
 }
