@@ -54,6 +54,7 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct Add {
+    /// Where to POST: an http(s) URL
     url: String,
     /// Event type or pattern (`order.*`, `*`); repeat for several (default `*`)
     #[arg(long = "event-type", short = 'e', value_name = "TYPE")]
@@ -67,6 +68,7 @@ pub struct Add {
     /// Extra request header NAME=VALUE; repeat for several
     #[arg(long = "header", short = 'H', value_name = "NAME=VALUE")]
     headers: Vec<String>,
+    /// What it is, for the people reading the list
     #[arg(long)]
     description: Option<String>,
     /// Use this `whsec_…` secret instead of a generated one
@@ -76,17 +78,21 @@ pub struct Add {
 
 #[derive(Debug, Args)]
 pub struct Update {
+    /// The endpoint's id
     id: Uuid,
+    /// A new http(s) URL
     #[arg(long)]
     url: Option<String>,
     /// Replace the event types; repeat for several
     #[arg(long = "event-type", short = 'e', value_name = "TYPE")]
     event_types: Vec<String>,
+    /// Only this tenant's events from now on
     #[arg(long, conflicts_with = "no_tenant")]
     tenant: Option<String>,
     /// Receive every tenant's events
     #[arg(long)]
     no_tenant: bool,
+    /// Only events whose payload contains this JSON object
     #[arg(long, value_name = "JSON", conflicts_with = "no_filter")]
     filter: Option<String>,
     /// Drop the payload filter
@@ -95,6 +101,7 @@ pub struct Update {
     /// Replace the extra headers; repeat for several
     #[arg(long = "header", short = 'H', value_name = "NAME=VALUE")]
     headers: Vec<String>,
+    /// A new description
     #[arg(long)]
     description: Option<String>,
 }

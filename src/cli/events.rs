@@ -13,13 +13,17 @@ use postbox::admin::{endpoints, status};
 
 #[derive(Debug, Args)]
 pub struct Emit {
+    /// A registered event type (order.created)
     event_type: String,
     /// The payload, a JSON object
     payload: String,
+    /// The tenant it belongs to: only endpoints of that tenant (or of all) get it
     #[arg(long)]
     tenant: Option<String>,
+    /// What it is about (order), kept with the event for lookups
     #[arg(long)]
     subject_type: Option<String>,
+    /// Which one (42), kept with the event for lookups
     #[arg(long)]
     subject_id: Option<String>,
     /// Who did it, a JSON object

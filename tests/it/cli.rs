@@ -616,3 +616,55 @@ async fn status_tells_failed_attempts_from_failed_deliveries() {
     let text = stdout(&postbox(&["status"], &env));
     assert!(text.contains("2 failed: 1 to be retried, 1 ended their delivery as failed"), "{text}");
 }
+
+/// Every command and every argument says what it is for.
+#[test]
+fn every_argument_of_every_command_is_described() {
+    let commands = [
+        "migrate",
+        "run",
+        "config",
+        "dev",
+        "endpoints add",
+        "endpoints list",
+        "endpoints show",
+        "endpoints update",
+        "endpoints enable",
+        "endpoints disable",
+        "endpoints rm",
+        "endpoints rotate-secret",
+        "endpoints test",
+        "deliveries list",
+        "deliveries show",
+        "deliveries redeliver",
+        "event-types add",
+        "event-types list",
+        "event-types archive",
+        "replay",
+        "recover",
+        "emit",
+        "track",
+        "status",
+    ];
+    let bare = bare_argument;
+    for command in commands {
+        let mut args: Vec<&str> = command.split(' ').collect();
+        args.push("--help");
+        let out = postbox(&args, &[]);
+        assert!(out.status.success(), "{command} --help: {}", stderr(&out));
+        for line in stdout(&out).lines() {
+            assert!(!bare(line), "`postbox {command}` has an argument without a description: {line:?}");
+        }
+    }
+    let top = stdout(&postbox(&["--help"], &[]));
+    assert!(top.contains("DATABASE_URL"), "the top-level help names DATABASE_URL:\n{top}");
+}
+
+/// A help line that names an argument (`  <ID>`, `  --tenant <TENANT>`) and nothing else.
+fn bare_argument(line: &str) -> bool {
+    let trimmed = line.trim();
+    let is_argument = line.starts_with("  ") && (trimmed.starts_with('<') || trimmed.starts_with('-'));
+    let words: Vec<&str> = trimmed.split_whitespace().collect();
+    let only_names = words.iter().all(|w| w.starts_with('<') || w.starts_with('-') || w.ends_with(','));
+    is_argument && !trimmed.is_empty() && only_names
+}
