@@ -117,4 +117,32 @@ $$;
 -- appended in time order) saves it a full scan of the day's partitions.
 create index attempts_started_brin on postbox.attempts using brin (started_at);
 
+-- Event types as first-class objects: an example payload each, shown to the
+-- people who subscribe, and a way to describe a type after registering it.
+alter table postbox.event_types add column example jsonb
+    constraint event_types_example_is_an_object check (example is null or jsonb_typeof(example) = 'object');
+
+create function postbox.describe_event_type(name text, description text default null, example jsonb default null)
+returns void
+language plpgsql
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+    if example is not null and jsonb_typeof(example) <> 'object' then
+        raise exception 'an example payload must be a JSON object, got %', jsonb_typeof(example)
+            using errcode = 'invalid_parameter_value';
+    end if;
+    update postbox.event_types t
+    set description = coalesce(describe_event_type.description, t.description),
+        example = coalesce(describe_event_type.example, t.example),
+        updated_at = now()
+    where t.name = describe_event_type.name;
+    if not found then
+        raise exception 'no event type %', quote_literal(name)
+            using errcode = 'no_data_found',
+                  hint = format('register it first: select postbox.register_event_type(%L);', name);
+    end if;
+end;
+$$;
+
 revoke execute on all functions in schema postbox from public;

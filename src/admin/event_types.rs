@@ -10,6 +10,9 @@ pub struct EventType {
     pub name: String,
     pub description: Option<String>,
     pub archived: bool,
+    /// An example payload, for the people who subscribe.
+    #[serde(default)]
+    pub example: Option<serde_json::Value>,
     /// Deliveries of this type created in the last 24 hours.
     #[serde(default)]
     pub deliveries_24h: i64,
@@ -21,6 +24,19 @@ pub struct NewEventType {
     pub name: String,
     #[serde(default)]
     pub description: Option<String>,
+    /// An example payload (a JSON object).
+    #[serde(default)]
+    pub example: Option<serde_json::Value>,
+}
+
+/// What `describe` changes; what is absent stays.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Description {
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub example: Option<serde_json::Value>,
 }
 
 pub async fn list(client: &Client) -> Result<Vec<EventType>> {
@@ -33,7 +49,7 @@ pub async fn list(client: &Client) -> Result<Vec<EventType>> {
                  from postbox.deliveries d join postbox.outbox o on o.event_id = d.event_id
                  where d.created_at > now() - interval '24 hours'
                  group by o.event_type)
-             select t.name, t.description, t.archived, coalesce(recent.deliveries, 0) as deliveries
+             select t.name, t.description, t.archived, coalesce(recent.deliveries, 0) as deliveries, t.example
              from postbox.event_types t left join recent on recent.event_type = t.name
              order by t.name",
             &[],
@@ -45,6 +61,7 @@ pub async fn list(client: &Client) -> Result<Vec<EventType>> {
                 name: r.try_get(0)?,
                 description: r.try_get(1)?,
                 archived: r.try_get(2)?,
+                example: r.try_get(4)?,
                 deliveries_24h: r.try_get(3)?,
             })
         })
@@ -53,7 +70,25 @@ pub async fn list(client: &Client) -> Result<Vec<EventType>> {
 
 pub async fn register(client: &Client, new: &NewEventType) -> Result<()> {
     client.execute("select postbox.register_event_type($1, $2)", &[&new.name, &new.description]).await?;
+    if new.example.is_some() {
+        describe(client, &new.name, &Description { description: None, example: new.example.clone() }).await?;
+    }
     Ok(())
+}
+
+/// Changes a type's description or example payload.
+pub async fn describe(client: &Client, name: &str, change: &Description) -> Result<EventType> {
+    client
+        .execute(
+            "select postbox.describe_event_type($1, $2, $3)",
+            &[&name, &change.description, &change.example],
+        )
+        .await?;
+    list(client)
+        .await?
+        .into_iter()
+        .find(|t| t.name == name)
+        .ok_or_else(|| Error::NotFound(format!("no event type {name:?}")))
 }
 
 /// Archives a type (or brings it back): an archived type is no longer offered

@@ -3,7 +3,7 @@
 use axum::{extract::State, http::StatusCode, Json};
 
 use super::{ApiJson, ApiPath, ApiResult, ApiState};
-use crate::admin::event_types::{self, EventType, NewEventType};
+use crate::admin::event_types::{self, Description, EventType, NewEventType};
 
 pub async fn list(State(state): State<ApiState>) -> ApiResult<Json<Vec<EventType>>> {
     let client = state.pool.get().await?;
@@ -33,4 +33,13 @@ pub async fn unarchive(
 ) -> ApiResult<Json<EventType>> {
     let client = state.pool.get().await?;
     Ok(Json(event_types::set_archived(&client, &name, false).await?))
+}
+
+pub async fn describe(
+    State(state): State<ApiState>,
+    ApiPath(name): ApiPath<String>,
+    ApiJson(change): ApiJson<Description>,
+) -> ApiResult<Json<EventType>> {
+    let client = state.pool.get().await?;
+    Ok(Json(event_types::describe(&client, &name, &change).await?))
 }

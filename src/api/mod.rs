@@ -18,7 +18,7 @@ use axum::{
     http::{header, StatusCode},
     middleware::{self, Next},
     response::{IntoResponse, Response},
-    routing::{get, post},
+    routing::{get, patch, post},
     Json, Router,
 };
 use deadpool_postgres::Pool;
@@ -55,6 +55,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/endpoints/{id}/replay", post(endpoints::replay))
         .route("/endpoints/{id}/recover", post(endpoints::recover))
         .route("/event-types", get(event_types::list).post(event_types::register))
+        .route("/event-types/{name}", patch(event_types::describe))
         .route("/event-types/{name}/archive", post(event_types::archive))
         .route("/event-types/{name}/unarchive", post(event_types::unarchive))
         .route("/deliveries", get(deliveries::list))

@@ -61,7 +61,7 @@ pub enum Command {
     /// Inspect and redeliver deliveries
     #[command(subcommand)]
     Deliveries(deliveries::Command),
-    /// Register, list and archive event types
+    /// Register, describe, list and archive event types
     #[command(subcommand)]
     EventTypes(event_types::Command),
     /// Send an endpoint every matching event since a time again

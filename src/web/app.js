@@ -589,16 +589,26 @@ function attemptView(a) {
 
 async function eventTypes() {
   const types = await api("GET", "/event-types");
+  const path = (t) => `/event-types/${encodeURIComponent(t.name)}`;
+  const toggle = (t) =>
+    h("button", {
+      type: "button",
+      class: "link archive",
+      onclick: async () => {
+        await api("POST", `${path(t)}/${t.archived ? "unarchive" : "archive"}`);
+        await eventTypes();
+      },
+    }, t.archived ? "Offer again" : "Archive");
   setMain(
     h("h1", {}, "Event types"),
     h("table", { id: "event-types", class: "list" },
-      h("thead", {}, h("tr", {}, ["Name", "Description", "Deliveries, last 24 h", ""].map((t) => h("th", {}, t)))),
+      h("thead", {}, h("tr", {}, ["Name", "Description and example payload", "Deliveries, last 24 h", ""].map((t) => h("th", {}, t)))),
       h("tbody", {}, types.map((t) =>
-        h("tr", {},
+        h("tr", { "data-event-type": t.name },
           h("td", {}, h("code", {}, t.name), t.archived ? [" ", badge("archived")] : null),
-          h("td", {}, t.description || ""),
+          h("td", {}, t.description || "", t.example ? h("pre", { class: "example" }, JSON.stringify(t.example, null, 2)) : null),
           h("td", { class: "number" }, t.deliveries_24h.toLocaleString()),
-          h("td", {}, h("a", { href: `#/deliveries?event_type=${encodeURIComponent(t.name)}` }, "deliveries")))))),
+          h("td", {}, h("a", { href: `#/deliveries?event_type=${encodeURIComponent(t.name)}` }, "deliveries"), " · ", toggle(t)))))),
   );
 }
 

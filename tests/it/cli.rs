@@ -533,8 +533,28 @@ async fn a_stuck_delivery_says_why_it_waits() {
 async fn event_types_are_added_listed_and_archived_from_the_cli() {
     let db = TestDb::new().await;
     let env = [("DATABASE_URL", db.url.as_str())];
-    let out = postbox(&["event-types", "add", "invoice.paid", "--description", "An invoice was paid"], &env);
+    let out = postbox(
+        &[
+            "event-types",
+            "add",
+            "invoice.paid",
+            "--description",
+            "An invoice was paid",
+            "--example",
+            r#"{"id": 7}"#,
+        ],
+        &env,
+    );
     assert!(out.status.success(), "{}", stderr(&out));
+    let described = postbox(
+        &["event-types", "describe", "invoice.paid", "--example", r#"{"id": 8, "cents": 100}"#, "--json"],
+        &env,
+    );
+    let described: serde_json::Value = serde_json::from_str(&stdout(&described)).unwrap();
+    assert_eq!(described["example"], serde_json::json!({"id": 8, "cents": 100}));
+    assert_eq!(described["description"], "An invoice was paid", "what is not given stays");
+    let not_an_object = postbox(&["event-types", "describe", "invoice.paid", "--example", "[1]"], &env);
+    assert!(stderr(&not_an_object).contains("must be a JSON object"), "{}", stderr(&not_an_object));
     let listed = postbox(&["event-types", "list"], &env);
     assert!(stdout(&listed).contains("invoice.paid") && stdout(&listed).contains("An invoice was paid"));
     let archived = postbox(&["event-types", "archive", "invoice.paid", "--json"], &env);

@@ -118,6 +118,13 @@ async fn a_failing_delivery_is_debugged_and_redelivered_from_the_web_page() {
         )
         .await;
     browser.screenshot("overview").await;
+    app.sql
+        .execute(
+            "select postbox.describe_event_type('order.created', example => '{\"id\": 42, \"total_cents\": 1250}')",
+            &[],
+        )
+        .await
+        .unwrap();
     browser.click("nav a[data-view=event-types]").await;
     browser.wait_for("#event-types").await;
     let row = browser
@@ -128,7 +135,21 @@ async fn a_failing_delivery_is_debugged_and_redelivered_from_the_web_page() {
             json!([]),
         )
         .await;
-    assert_eq!(row, json!(["order.created", "An order was placed", "1"]));
+    assert_eq!(row[0], "order.created");
+    let described = row[1].as_str().unwrap();
+    assert!(
+        described.starts_with("An order was placed") && described.contains("\"total_cents\": 1250"),
+        "{row}"
+    );
+    assert_eq!(row[2], "1");
+    browser.click("#event-types tr[data-event-type='order.created'] button.archive").await;
+    browser
+        .wait_until(
+            "document.querySelector(\"#event-types tr[data-event-type='order.created'] .badge\")?.textContent === 'archived'",
+            "the type is archived",
+            Duration::from_secs(10),
+        )
+        .await;
 
     browser.close().await;
     relay.stop().await;
