@@ -249,14 +249,9 @@ impl Settings {
 
     /// The effective configuration as flat `section.key` pairs, secrets masked.
     pub fn masked(&self) -> BTreeMap<&'static str, Value> {
-        let d = |d: Duration| Value::from(humantime::format_duration(d).to_string());
-        let schedule = self
-            .delivery
-            .retry_schedule
-            .iter()
-            .map(|s| humantime::format_duration(*s).to_string())
-            .collect::<Vec<_>>()
-            .join(",");
+        let d = |d: Duration| Value::from(format_duration(d));
+        let schedule =
+            self.delivery.retry_schedule.iter().map(|s| format_duration(*s)).collect::<Vec<_>>().join(",");
         BTreeMap::from([
             ("database.url", self.database.url.as_ref().map(|u| mask_url_password(u.expose())).into()),
             ("database.pool_size", self.database.pool_size.into()),
@@ -526,6 +521,25 @@ fn byte_size<'de, D: Deserializer<'de>>(de: D) -> Result<usize, D::Error> {
 }
 
 /// Parses `250ms`, `5s`, `5m`, `2h` (anything humantime accepts).
+/// A duration as the documentation writes it (`250ms`, `15s`, `5m`, `2h`,
+/// `30d`): the largest unit that divides it, so it reads back as it was set.
+pub fn format_duration(duration: Duration) -> String {
+    let millis = duration.as_millis();
+    if millis == 0 {
+        return "0s".to_owned();
+    }
+    for (unit, size) in [("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1000)] {
+        if millis % size == 0 {
+            return format!("{}{unit}", millis / size);
+        }
+    }
+    if duration.subsec_nanos() % 1_000_000 == 0 {
+        format!("{millis}ms")
+    } else {
+        humantime::format_duration(duration).to_string()
+    }
+}
+
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text.trim())
         .map_err(|err| format!("`{text}` is not a duration ({err}); write e.g. 250ms, 5s, 5m, 2h"))
@@ -740,6 +754,12 @@ mod tests {
         fn sizes_print_the_way_they_parse(bytes in 0usize..(1 << 40)) {
             proptest::prop_assert_eq!(parse_byte_size(&format_byte_size(bytes)), Ok(bytes));
         }
+
+        #[test]
+        fn durations_print_the_way_they_parse(millis in 0u64..(1 << 40)) {
+            let duration = Duration::from_millis(millis);
+            proptest::prop_assert_eq!(parse_duration(&format_duration(duration)), Ok(duration));
+        }
     }
 
     #[test]
@@ -749,6 +769,17 @@ mod tests {
         assert_eq!(parse_byte_size("512"), Ok(512));
         assert!(parse_byte_size("lots").is_err());
         assert_eq!(format_byte_size(65536), "64KiB");
+        for (text, millis) in [
+            ("30d", 30 * 86_400_000),
+            ("5d", 5 * 86_400_000),
+            ("2h", 7_200_000),
+            ("1m", 60_000),
+            ("15s", 15_000),
+            ("250ms", 250),
+            ("0s", 0),
+        ] {
+            assert_eq!(format_duration(Duration::from_millis(millis)), text);
+        }
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
         assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
     }

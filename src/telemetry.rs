@@ -12,9 +12,10 @@ pub enum LogFormat {
 }
 
 /// tokio-postgres logs every query's parameters at debug level, and ours carry
-/// response bodies and signed headers: it stays at info unless `RUST_LOG`
+/// response bodies and signed headers; at info it logs every server NOTICE,
+/// which postbox reports in its own words. It stays at warn unless `RUST_LOG`
 /// names it explicitly.
-const QUIET_DRIVER: &str = "tokio_postgres=info";
+const QUIET_DRIVER: &str = "tokio_postgres=warn";
 
 pub fn init(format: LogFormat) {
     let directives = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".to_owned());

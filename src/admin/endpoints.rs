@@ -141,7 +141,7 @@ pub async fn get(client: &Client, id: Uuid) -> Result<Endpoint> {
         .query_opt(&format!("select {COLUMNS} from postbox.endpoints e where e.id = $1"), &[&id])
         .await?;
     let endpoint = row.as_ref().map(Endpoint::try_from).transpose()?.ok_or_else(|| not_found(id))?;
-    Ok(with_health(client, vec![endpoint]).await?.remove(0))
+    one_with_health(client, endpoint).await
 }
 
 /// Fills in each endpoint's [`Health`] (deliveries_endpoint_idx, then attempts_delivery_idx).
@@ -201,7 +201,8 @@ pub async fn create(client: &Client, new: &NewEndpoint) -> Result<Created> {
             &[&new.url, &event_types, &new.tenant, &new.filter, &headers, &new.description, &new.secret],
         )
         .await?;
-    Ok(Created { endpoint: Endpoint::try_from(&row)?, secret: row.try_get("secret")? })
+    let endpoint = one_with_health(client, Endpoint::try_from(&row)?).await?;
+    Ok(Created { endpoint, secret: row.try_get("secret")? })
 }
 
 pub async fn update(client: &Client, id: Uuid, change: &EndpointUpdate) -> Result<Endpoint> {
@@ -236,7 +237,14 @@ pub async fn update(client: &Client, id: Uuid, change: &EndpointUpdate) -> Resul
             ],
         )
         .await?;
-    row.as_ref().map(Endpoint::try_from).transpose()?.ok_or_else(|| not_found(id))
+    let endpoint = row.as_ref().map(Endpoint::try_from).transpose()?.ok_or_else(|| not_found(id))?;
+    one_with_health(client, endpoint).await
+}
+
+/// `endpoint` with its recent attempts, as `list` and `get` show it.
+async fn one_with_health(client: &Client, endpoint: Endpoint) -> Result<Endpoint> {
+    let id = endpoint.id;
+    with_health(client, vec![endpoint]).await?.pop().ok_or_else(|| not_found(id))
 }
 
 pub async fn set_enabled(client: &Client, id: Uuid, enabled: bool) -> Result<Endpoint> {

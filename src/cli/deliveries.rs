@@ -102,7 +102,7 @@ pub async fn run(client: &Client, command: Command, json: bool) -> anyhow::Resul
                 ("status", d.status.clone()),
                 ("attempts", d.attempt_count.to_string()),
                 ("next attempt", output::or_dash(d.next_attempt_at.as_ref())),
-                ("waiting", output::or_dash(d.waiting.as_ref())),
+                ("why pending", output::or_dash(d.waiting.as_ref())),
                 ("created", d.created_at.clone()),
                 (
                     "payload",

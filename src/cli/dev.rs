@@ -28,6 +28,9 @@ pub struct Dev {
 const DEV_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
 pub async fn run(dev: Dev, mut settings: Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
+    if settings.database.url.is_some() {
+        output::line("postbox dev: it runs a throwaway database of its own; DATABASE_URL and --database-url are not used")?;
+    }
     let bindir = dev.pg_bindir.clone();
     let mut postgres = tokio::task::spawn_blocking(move || LocalPostgres::start(bindir.as_deref()))
         .await?

@@ -554,7 +554,7 @@ function deliveryView(d, path, message, refresh) {
     ["Status", h("span", { id: "delivery-status", class: `badge ${d.status}` }, d.status)],
     ["Attempts", d.attempt_count],
     ["Next attempt", d.status === "pending" ? when(d.next_attempt_at) : "–"],
-    ["Waiting", h("span", { id: "delivery-waiting" }, waitingText(d.waiting) || "–")],
+    ["Why pending", h("span", { id: "delivery-waiting" }, waitingText(d.waiting) || "–")],
     ["Created", when(d.created_at)],
   ];
   const attempts = [...d.attempts].reverse();
