@@ -599,8 +599,11 @@ async function eventTypes() {
         await eventTypes();
       },
     }, t.archived ? "Offer again" : "Archive");
+  const message = h("div", { id: "event-type-message" });
   setMain(
     h("h1", {}, "Event types"),
+    message,
+    eventTypeForm(message),
     h("table", { id: "event-types", class: "list" },
       h("thead", {}, h("tr", {}, ["Name", "Description and example payload", "Deliveries, last 24 h", ""].map((t) => h("th", {}, t)))),
       h("tbody", {}, types.map((t) =>
@@ -610,6 +613,46 @@ async function eventTypes() {
           h("td", { class: "number" }, t.deliveries_24h.toLocaleString()),
           h("td", {}, h("a", { href: `#/deliveries?event_type=${encodeURIComponent(t.name)}` }, "deliveries"), " · ", toggle(t)))))),
   );
+}
+
+/**
+ * Registers a type, or describes one already registered (same name): its
+ * description and an example payload for the people who subscribe.
+ */
+function eventTypeForm(message) {
+  const name = h("input", { id: "type-name", required: true, placeholder: "order.created" });
+  const description = h("input", { id: "type-description", placeholder: "An order was placed" });
+  const example = h("textarea", { id: "type-example", rows: 3, placeholder: '{"id": 42, "total_cents": 1250}' });
+  const form = h(
+    "form",
+    {
+      id: "new-event-type",
+      class: "card",
+      onsubmit: async (event) => {
+        event.preventDefault();
+        const body = { name: name.value.trim() };
+        if (description.value.trim()) body.description = description.value.trim();
+        try {
+          if (example.value.trim()) body.example = JSON.parse(example.value);
+        } catch (err) {
+          message.replaceChildren(notice(`The example is not JSON: ${err.message}`, "error"));
+          return;
+        }
+        try {
+          await api("POST", "/event-types", body);
+          await eventTypes();
+          document.getElementById("event-type-message").replaceChildren(notice(`Event type ${body.name} saved.`));
+        } catch (err) {
+          if (!(err instanceof Unauthorized)) message.replaceChildren(notice(err.message, "error"));
+        }
+      },
+    },
+    h("h2", {}, "Add or describe an event type"),
+    h("div", { class: "row" }, h("label", {}, "Name", name), h("label", {}, "Description", description)),
+    h("label", {}, "Example payload (JSON object)", example),
+    h("button", { type: "submit" }, "Save"),
+  );
+  return form;
 }
 
 // ---------------------------------------------------------------- routing

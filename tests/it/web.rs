@@ -142,6 +142,23 @@ async fn a_failing_delivery_is_debugged_and_redelivered_from_the_web_page() {
         "{row}"
     );
     assert_eq!(row[2], "1");
+    // Add a type from the page, with an example; a bad example is refused with the reason.
+    browser.fill("#type-name", "invoice.paid").await;
+    browser.fill("#type-example", "{not json").await;
+    browser.click("#new-event-type button[type=submit]").await;
+    browser
+        .wait_until(
+            "document.querySelector('#event-type-message .notice.error')?.textContent.includes('not JSON')",
+            "a bad example is refused",
+            Duration::from_secs(10),
+        )
+        .await;
+    browser.fill("#type-example", r#"{"invoice": "INV-1"}"#).await;
+    browser.fill("#type-description", "An invoice was paid").await;
+    browser.click("#new-event-type button[type=submit]").await;
+    browser.wait_for("#event-types tr[data-event-type='invoice.paid']").await;
+    let added = browser.text("#event-types tr[data-event-type='invoice.paid']").await;
+    assert!(added.contains("An invoice was paid") && added.contains("INV-1"), "{added}");
     browser.click("#event-types tr[data-event-type='order.created'] button.archive").await;
     browser
         .wait_until(
