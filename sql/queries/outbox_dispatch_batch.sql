@@ -1,5 +1,6 @@
 -- Claims up to $1 undispatched outbox rows, creates one pending delivery per
--- matching enabled endpoint (due after $2 seconds) and marks the rows
+-- matching endpoint (due after $2 seconds; parked at 'infinity' while the
+-- endpoint is paused, so a pause loses nothing) and marks the rows
 -- dispatched. One statement, one short transaction. Index:
 -- outbox_undispatched_idx.
 --
@@ -38,14 +39,14 @@ types as materialized (
     select d.event_type, postbox.patterns_matching(d.event_type) as patterns
     from (select distinct batch.event_type from batch) d
 ),
--- The enabled endpoints that want each of those types: once per type, not
--- per event, and by array overlap rather than a function call per endpoint.
+-- The endpoints that want each of those types, paused ones too (their
+-- deliveries wait, parked): once per type, not per event, and by array
+-- overlap rather than a function call per endpoint.
 subscribed as (
     select t.event_type, e.id, e.tenant, e.filter
     from types t
     join postbox.endpoints e
-      on e.enabled
-     and e.event_types && t.patterns
+      on e.event_types && t.patterns
 ),
 -- Endpoints for every tenant, and endpoints for the event's tenant: two
 -- equality joins, so many tenants' endpoints cost a hash lookup per event.
@@ -64,10 +65,23 @@ matched as (
     select w.*, row_number() over (partition by w.endpoint_id order by w.outbox_id) as endpoint_rank
     from wanted w
 ),
+-- Paused endpoints among them, as last committed and locked (FOR SHARE): a
+-- resume waits for this pass, and its trigger then finds these deliveries
+-- and makes them due; a resume that committed first is seen here.
+paused as materialized (
+    select e.id
+    from postbox.endpoints e
+    where not e.enabled
+      and e.id in (select m.endpoint_id from matched m)
+    for share of e
+),
 -- Within this endpoint's free slots, then within the room in all, in outbox
 -- order. Nothing is leased while first attempts wait ($2 > 0).
 fitting as (
-    select m.*, $2::float8 = 0 and m.endpoint_rank <= coalesce(b.free, $7::int) as fits
+    select m.*,
+           m.endpoint_id in (select p.id from paused p) as parked,
+           $2::float8 = 0 and m.endpoint_rank <= coalesce(b.free, $7::int)
+               and m.endpoint_id not in (select p.id from paused p) as fits
     from matched m
     left join busy b on b.endpoint_id = m.endpoint_id
 ),
@@ -79,18 +93,19 @@ chosen as (
 created as (
     -- A leased first attempt is spent as it is leased, as a claim spends one.
     insert into postbox.deliveries (event_id, endpoint_id, next_attempt_at, lease_token, leased_until, attempt_count)
-    select c.event_id, c.endpoint_id, now() + make_interval(secs => $2::float8),
+    select c.event_id, c.endpoint_id,
+           case when c.parked then 'infinity' else now() + make_interval(secs => $2::float8) end,
            case when c.leased then $4::uuid end,
            case when c.leased then now() + make_interval(secs => $3::float8) end,
            case when c.leased then 1 else 0 end
     from chosen c
     on conflict on constraint deliveries_event_endpoint_key do nothing
-    returning id, event_id, endpoint_id, lease_token is not null as leased
+    returning id, event_id, endpoint_id, lease_token is not null as leased, next_attempt_at < 'infinity' as due
 ),
 counts as materialized (
     select (select count(*) from marked) as events,
            (select count(*) from created) as deliveries,
-           (select count(*) from created where not leased) as unleased
+           (select count(*) from created where not leased and due) as unleased
 ),
 -- No caller reads `woke`: the CTE is there for its NOTIFY, which runs because
 -- a CTE with a volatile call is always evaluated in full.

@@ -39,6 +39,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "operator_tools",
         sql: include_str!("../../sql/migrations/0007_operator_tools.sql"),
     },
+    Migration {
+        version: 8,
+        name: "pause_without_loss",
+        sql: include_str!("../../sql/migrations/0008_pause_without_loss.sql"),
+    },
 ];
 
 /// Key for `pg_advisory_xact_lock`: "postbox" in ASCII.

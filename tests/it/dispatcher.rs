@@ -99,7 +99,7 @@ async fn filters_select_events_whose_payload_contains_them() {
 }
 
 #[tokio::test]
-async fn disabled_endpoints_get_no_new_deliveries_and_events_are_dispatched_once() {
+async fn paused_endpoints_get_parked_deliveries_and_events_are_dispatched_once() {
     let app = TestApp::new().await;
     app.register("a.b").await;
     let endpoint = app.subscribe("https://a.example/", &["*"]).await;
@@ -109,7 +109,14 @@ async fn disabled_endpoints_get_no_new_deliveries_and_events_are_dispatched_once
         .unwrap();
     let event = app.emit("a.b", json!({})).await;
     assert_eq!(app.dispatch().await.events, 1);
-    assert!(endpoints_for(&app, event).await.is_empty());
+    assert_eq!(endpoints_for(&app, event).await, vec![endpoint], "a paused endpoint keeps its deliveries");
+    assert_eq!(
+        app.count("select count(*) from postbox.deliveries where next_attempt_at = 'infinity' and status = 'pending'")
+            .await,
+        1,
+        "parked until the endpoint is enabled"
+    );
+    assert!(app.deliverer.claim(10).await.unwrap().is_empty(), "and not sent meanwhile");
     assert_eq!(app.dispatch().await.events, 0, "a dispatched event is not claimed again");
     assert_eq!(
         app.count("select count(*) from postbox.outbox where dispatched_at is null").await,

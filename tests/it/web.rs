@@ -288,7 +288,8 @@ async fn the_overview_shows_an_incident_from_before_the_page_was_opened() {
             Duration::from_secs(10),
         )
         .await;
-    assert_eq!(app.count("select count(*) from postbox.deliveries where status = 'pending'").await, 44);
+    // (The relay then tries them again at once, so their states move on; the
+    // answer above is what the page shows.)
     browser.close().await;
     relay.stop().await;
 }
