@@ -9,9 +9,10 @@
 with result as (
     select *
     from unnest($1::uuid[], $2::uuid[], $3::int[], $4::float8[], $5::int[], $6::text[],
-                $7::int[], $8::text[], $9::text[], $10::text[], $11::text[], $12::float8[], $13::bool[])
+                $7::int[], $8::text[], $9::text[], $10::text[], $11::text[], $12::float8[], $13::bool[],
+                $15::bool[])
          as r(delivery_id, lease_token, attempt_number, started_at, duration_ms, request_headers,
-              response_status, response_headers, response_body, error, status, retry_in, gone)
+              response_status, response_headers, response_body, error, status, retry_in, gone, operational)
 ),
 settled as (
     update postbox.deliveries d
@@ -29,7 +30,7 @@ settled as (
     where d.id = r.delivery_id
       and d.lease_token = r.lease_token
       and e.id = d.endpoint_id
-    returning d.id, d.endpoint_id
+    returning d.id, d.endpoint_id, d.event_id
 ),
 inserted as (
     insert into postbox.attempts (delivery_id, attempt_number, started_at, duration_ms, request_headers,
@@ -44,7 +45,10 @@ health as (
     select s.endpoint_id,
            bool_or(r.status = 'succeeded') as succeeded,
            bool_or(r.gone) as gone,
-           min(to_timestamp(r.started_at)) as first_failure
+           min(to_timestamp(r.started_at)) as first_failure,
+           bool_and(r.operational) as only_operational,
+           (array_agg(coalesce(r.error, 'HTTP ' || r.response_status) order by r.started_at desc)
+               filter (where r.status <> 'succeeded'))[1] as last_error
     from result r
     join settled s on s.id = r.delivery_id
     group by s.endpoint_id
@@ -72,8 +76,39 @@ changed as (
       and ((v.succeeded and e.failing_since is not null)
            or (not v.succeeded and e.failing_since is null)
            or (e.enabled and v.disable_reason is not null))
-    returning e.id, v.enabled as was_enabled, e.enabled, e.disabled_reason
+    returning e.id, v.enabled as was_enabled, e.enabled, e.disabled_reason, e.url, e.tenant,
+              v.failing_since is null and not v.succeeded as started_failing, v.only_operational, v.last_error
+),
+-- Operational events, through the outbox like any event, for endpoints that
+-- subscribe to postbox.*: an endpoint disabled, an endpoint failing after it
+-- last succeeded, a delivery that used its last attempt. Outcomes of
+-- deliveries that carry operational events emit none (no loops).
+endpoint_events as (
+    insert into postbox.outbox (event_type, payload, tenant)
+    select case when c.was_enabled and not c.enabled then 'postbox.endpoint.disabled'
+                else 'postbox.endpoint.failing' end,
+           case when c.was_enabled and not c.enabled
+                then jsonb_build_object('endpoint_id', c.id, 'url', c.url, 'reason', c.disabled_reason)
+                else jsonb_build_object('endpoint_id', c.id, 'url', c.url, 'last_error', c.last_error) end,
+           c.tenant
+    from changed c
+    where not c.only_operational
+      and ((c.was_enabled and not c.enabled) or c.started_failing)
+    returning 1
+),
+exhausted_events as (
+    insert into postbox.outbox (event_type, payload, tenant)
+    select 'postbox.delivery.exhausted',
+           jsonb_build_object('delivery_id', s.id, 'event_id', s.event_id, 'endpoint_id', s.endpoint_id,
+                              'last_error', coalesce(r.error, 'HTTP ' || r.response_status)),
+           e.tenant
+    from result r
+    join settled s on s.id = r.delivery_id
+    join postbox.endpoints e on e.id = s.endpoint_id
+    where r.status = 'failed' and not r.operational
+    returning 1
 )
 select (select count(*) from inserted) as recorded,
+       (select count(*) from endpoint_events) + (select count(*) from exhausted_events) as operational_events,
        array(select c.id from changed c where c.was_enabled and not c.enabled) as disabled,
        array(select c.disabled_reason from changed c where c.was_enabled and not c.enabled) as reasons

@@ -44,6 +44,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "pause_without_loss",
         sql: include_str!("../../sql/migrations/0008_pause_without_loss.sql"),
     },
+    Migration {
+        version: 9,
+        name: "operational_events",
+        sql: include_str!("../../sql/migrations/0009_operational_events.sql"),
+    },
 ];
 
 /// Key for `pg_advisory_xact_lock`: "postbox" in ASCII.

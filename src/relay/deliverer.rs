@@ -72,6 +72,8 @@ pub struct AttemptRecord {
     pub response_body: Option<String>,
     pub error: Option<String>,
     pub decision: Decision,
+    /// It carried one of postbox's own events: its outcome emits none.
+    pub operational: bool,
 }
 
 pub struct Deliverer {
@@ -211,6 +213,7 @@ impl Deliverer {
         self.capacity.request_finished(delivery.endpoint_id);
 
         let attempt_number = delivery.attempt_number as u32;
+        let operational = delivery.event_type.starts_with("postbox.");
         let record = move |decision, status, headers, body, error| AttemptRecord {
             delivery_id: delivery.id,
             lease_token: delivery.lease_token,
@@ -224,6 +227,7 @@ impl Deliverer {
             response_body: body,
             error,
             decision,
+            operational,
         };
         let record = match result {
             Ok(Response { status, headers, body }) => {
@@ -315,6 +319,7 @@ impl Deliverer {
             })
             .collect();
         let gone: Vec<bool> = records.iter().map(|r| r.decision == Decision::Gone).collect();
+        let operational: Vec<bool> = records.iter().map(|r| r.operational).collect();
         let disable_after = self.config.disable_endpoint_after.as_secs_f64();
 
         let client = self.pool.get().await?;
@@ -337,6 +342,7 @@ impl Deliverer {
                     &retry_in,
                     &gone,
                     &disable_after,
+                    &operational,
                 ],
             )
             .await?;

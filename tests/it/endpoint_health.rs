@@ -269,3 +269,63 @@ async fn a_resumed_backlog_is_claimed_oldest_first() {
     }
     assert_eq!(order, (1..=10).collect::<Vec<_>>());
 }
+
+/// postbox's own events reach endpoints that ask for `postbox.*`, with the
+/// facts an operator needs, and never `*` subscribers; failing to deliver
+/// them emits nothing more (no loops).
+#[tokio::test]
+async fn operational_events_reach_postbox_subscribers_and_never_loop() {
+    let app = TestApp::with_settings(&[("POSTBOX_DELIVERY__RETRY_SCHEDULE", "0s")]).await;
+    let mut receiver = Receiver::start().await;
+    app.register("a.b").await;
+    let failing = app.subscribe(&receiver.url("/app"), &["*"]).await;
+    let ops = app.subscribe(&receiver.url("/ops"), &["postbox.*"]).await;
+    let count = |sql: &'static str| app.count(sql);
+    receiver.script([Reply::status(500)]); // the app endpoint's only attempt
+    let event = app.emit("a.b", json!({"order": 1})).await;
+    app.dispatch().await;
+    assert_eq!(app.deliver().await, 1);
+    assert_eq!(receiver.recv().await.path, "/app");
+    assert_eq!(app.delivery_state(event, failing).await.0, "failed");
+    assert_eq!(
+        count("select count(*) from postbox.outbox where event_type like 'postbox.%'").await,
+        2,
+        "failing, and exhausted"
+    );
+
+    app.dispatch().await;
+    assert_eq!(
+        count("select count(*) from postbox.deliveries d join postbox.outbox o using (event_id) where o.event_type like 'postbox.%'")
+            .await,
+        2,
+        "to the postbox.* endpoint only, not the * one"
+    );
+    assert_eq!(app.deliver().await, 2);
+    let mut got = std::collections::BTreeMap::new();
+    for _ in 0..2 {
+        let request = receiver.recv().await;
+        assert_eq!(request.path, "/ops");
+        got.insert(request.header("postbox-event-type").to_owned(), request.json()["data"].clone());
+    }
+    let exhausted = &got["postbox.delivery.exhausted"];
+    assert_eq!(exhausted["event_id"], event.to_string());
+    assert_eq!(exhausted["endpoint_id"], failing.to_string());
+    assert_eq!(exhausted["last_error"], "HTTP 500");
+    let failing_event = &got["postbox.endpoint.failing"];
+    assert_eq!(failing_event["endpoint_id"], failing.to_string());
+    assert_eq!(failing_event["url"], receiver.url("/app"));
+
+    // The operator's endpoint fails too: that emits no further events.
+    receiver.answer_all(Reply::status(500));
+    app.sql
+        .execute("select postbox.redeliver(id) from postbox.deliveries where endpoint_id = $1", &[&ops])
+        .await
+        .unwrap();
+    let before = count("select count(*) from postbox.outbox").await;
+    assert_eq!(app.deliver().await, 2);
+    assert_eq!(
+        count("select count(*) from postbox.outbox").await,
+        before,
+        "no operational event about operational events"
+    );
+}
