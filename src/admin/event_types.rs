@@ -40,6 +40,16 @@ pub struct Description {
 }
 
 pub async fn list(client: &Client) -> Result<Vec<EventType>> {
+    select(client, None).await
+}
+
+/// One type, as [`list`] shows it.
+pub async fn get(client: &Client, name: &str) -> Result<EventType> {
+    select(client, Some(name)).await?.pop().ok_or_else(|| Error::NotFound(format!("no event type {name:?}")))
+}
+
+/// Every type, or the one named.
+async fn select(client: &Client, name: Option<&str>) -> Result<Vec<EventType>> {
     // Recent volume through deliveries_created_idx; the outbox has no time index
     // to keep app inserts cheap.
     let rows = client
@@ -48,11 +58,13 @@ pub async fn list(client: &Client) -> Result<Vec<EventType>> {
                  select o.event_type, count(*) as deliveries
                  from postbox.deliveries d join postbox.outbox o on o.event_id = d.event_id
                  where d.created_at > now() - interval '24 hours'
+                   and ($1::text is null or o.event_type = $1)
                  group by o.event_type)
              select t.name, t.description, t.archived, coalesce(recent.deliveries, 0) as deliveries, t.example
              from postbox.event_types t left join recent on recent.event_type = t.name
+             where $1::text is null or t.name = $1
              order by t.name",
-            &[],
+            &[&name],
         )
         .await?;
     rows.iter()
@@ -84,11 +96,7 @@ pub async fn describe(client: &Client, name: &str, change: &Description) -> Resu
             &[&name, &change.description, &change.example],
         )
         .await?;
-    list(client)
-        .await?
-        .into_iter()
-        .find(|t| t.name == name)
-        .ok_or_else(|| Error::NotFound(format!("no event type {name:?}")))
+    get(client, name).await
 }
 
 /// Archives a type (or brings it back): an archived type is no longer offered
@@ -100,9 +108,5 @@ pub async fn set_archived(client: &Client, name: &str, archived: bool) -> Result
     if updated == 0 {
         return Err(Error::NotFound(format!("no event type {name:?}")));
     }
-    list(client)
-        .await?
-        .into_iter()
-        .find(|t| t.name == name)
-        .ok_or_else(|| Error::NotFound(format!("no event type {name:?}")))
+    get(client, name).await
 }

@@ -71,7 +71,8 @@ pub async fn send_test_event(
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Replay {
+/// The body of replay and recover.
+pub struct Since {
     /// A duration back from now (`24h`) or a time.
     since: String,
 }
@@ -79,7 +80,7 @@ pub struct Replay {
 pub async fn recover(
     State(state): State<ApiState>,
     ApiPath(id): ApiPath<Uuid>,
-    ApiJson(recover): ApiJson<Replay>,
+    ApiJson(recover): ApiJson<Since>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let client = state.pool.get().await?;
     let recovered = endpoints::recover(&client, id, &recover.since).await?;
@@ -89,7 +90,7 @@ pub async fn recover(
 pub async fn replay(
     State(state): State<ApiState>,
     ApiPath(id): ApiPath<Uuid>,
-    ApiJson(replay): ApiJson<Replay>,
+    ApiJson(replay): ApiJson<Since>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let client = state.pool.get().await?;
     let replayed = endpoints::replay(&client, id, &replay.since).await?;
