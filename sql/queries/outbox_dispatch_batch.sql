@@ -17,13 +17,38 @@
 with busy as (
     select * from unnest($5::uuid[], $6::int[]) as b(endpoint_id, free)
 ),
-batch as (
-    select o.id, o.event_id, o.event_type, o.payload, o.tenant, o.occurred_at, o.previous, o.actor
+locked as (
+    select o.id, o.event_id, o.event_type, o.payload, o.tenant, o.occurred_at, o.previous, o.actor,
+           o.ordering_key
     from postbox.outbox o
     where o.dispatched_at is null
     order by o.id
     limit $1
     for no key update skip locked
+),
+-- Keys of which an earlier event is still undispatched and not ours: another
+-- relay holds it (skipped above). Our events of such a key wait for a later
+-- pass, so that one key's deliveries are always created in outbox order.
+-- (Rows locked here stay undispatched and locked until this commits.)
+deferred_keys as (
+    select k.ordering_key
+    from (select l.ordering_key, max(l.id) as last_id
+          from locked l
+          where l.ordering_key is not null
+          group by l.ordering_key) k
+    where exists (
+        select 1
+        from postbox.outbox o
+        where o.ordering_key = k.ordering_key
+          and o.dispatched_at is null
+          and o.id < k.last_id
+          and o.id not in (select l.id from locked l))
+),
+batch as (
+    select l.*
+    from locked l
+    where l.ordering_key is null
+       or l.ordering_key not in (select dk.ordering_key from deferred_keys dk)
 ),
 marked as (
     update postbox.outbox o
@@ -51,12 +76,12 @@ subscribed as (
 -- Endpoints for every tenant, and endpoints for the event's tenant: two
 -- equality joins, so many tenants' endpoints cost a hash lookup per event.
 wanted as (
-    select batch.id as outbox_id, batch.event_id, s.id as endpoint_id
+    select batch.id as outbox_id, batch.event_id, batch.ordering_key, s.id as endpoint_id
     from batch
     join subscribed s on s.event_type = batch.event_type and s.tenant is null
     where s.filter is null or batch.payload @> s.filter
     union all
-    select batch.id, batch.event_id, s.id
+    select batch.id, batch.event_id, batch.ordering_key, s.id
     from batch
     join subscribed s on s.event_type = batch.event_type and s.tenant = batch.tenant
     where s.filter is null or batch.payload @> s.filter
@@ -76,11 +101,14 @@ paused as materialized (
     for share of e
 ),
 -- Within this endpoint's free slots, then within the room in all, in outbox
--- order. Nothing is leased while first attempts wait ($2 > 0).
+-- order. Nothing is leased while first attempts wait ($2 > 0). Keyed
+-- deliveries are created held; the insert's trigger makes each queue's head
+-- due, and a claim takes it.
 fitting as (
     select m.*,
            m.endpoint_id in (select p.id from paused p) as parked,
            $2::float8 = 0 and m.endpoint_rank <= coalesce(b.free, $7::int)
+               and m.ordering_key is null
                and m.endpoint_id not in (select p.id from paused p) as fits
     from matched m
     left join busy b on b.endpoint_id = m.endpoint_id
@@ -92,20 +120,26 @@ chosen as (
 ),
 created as (
     -- A leased first attempt is spent as it is leased, as a claim spends one.
-    insert into postbox.deliveries (event_id, endpoint_id, next_attempt_at, lease_token, leased_until, attempt_count)
+    insert into postbox.deliveries (event_id, endpoint_id, next_attempt_at, lease_token, leased_until, attempt_count,
+                                    ordering_key, outbox_id, held)
     select c.event_id, c.endpoint_id,
-           case when c.parked then 'infinity' else now() + make_interval(secs => $2::float8) end,
+           case when c.parked or c.ordering_key is not null then 'infinity'
+                else now() + make_interval(secs => $2::float8) end,
            case when c.leased then $4::uuid end,
            case when c.leased then now() + make_interval(secs => $3::float8) end,
-           case when c.leased then 1 else 0 end
+           case when c.leased then 1 else 0 end,
+           c.ordering_key, c.outbox_id, c.ordering_key is not null
     from chosen c
+    order by c.outbox_id
     on conflict on constraint deliveries_event_endpoint_key do nothing
-    returning id, event_id, endpoint_id, lease_token is not null as leased, next_attempt_at < 'infinity' as due
+    returning id, event_id, endpoint_id, lease_token is not null as leased, next_attempt_at < 'infinity' as due,
+              held
 ),
 counts as materialized (
     select (select count(*) from marked) as events,
            (select count(*) from created) as deliveries,
-           (select count(*) from created where not leased and due) as unleased
+           (select count(*) from created where not leased and (due or held)) as unleased,
+           (select count(*) from locked) - (select count(*) from batch) as deferred
 ),
 -- No caller reads `woke`: the CTE is there for its NOTIFY, which runs because
 -- a CTE with a volatile call is always evaluated in full.
@@ -116,7 +150,7 @@ woken as (
            end as woke
     from counts
 )
-select w.events, w.deliveries, w.unleased,
+select w.events, w.deliveries, w.unleased, w.deferred,
        c.id,
        c.endpoint_id,
        1 as attempt_number,

@@ -49,6 +49,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "operational_events",
         sql: include_str!("../../sql/migrations/0009_operational_events.sql"),
     },
+    Migration {
+        version: 10,
+        name: "per_key_order",
+        sql: include_str!("../../sql/migrations/0010_per_key_order.sql"),
+    },
 ];
 
 /// Key for `pg_advisory_xact_lock`: "postbox" in ASCII.

@@ -118,6 +118,9 @@ pub struct Dispatched {
     pub deliveries: i64,
     /// Deliveries left for a claim (the rest went to this relay's deliverer).
     pub unleased: i64,
+    /// Events left for a later pass because another relay was dispatching an
+    /// earlier event of their ordering key.
+    pub deferred: i64,
     /// The most events this pass could take: a pass that took this many
     /// leaves more behind.
     pub limit: i64,
@@ -210,6 +213,7 @@ impl Dispatcher {
             events: counts.try_get("events")?,
             deliveries: counts.try_get("deliveries")?,
             unleased: counts.try_get("unleased")?,
+            deferred: counts.try_get("deferred")?,
             limit: limit as i64,
         };
         if let (Some(deliverer), Some(room)) = (&self.deliverer, room) {
@@ -259,7 +263,7 @@ impl Dispatcher {
                     _ = shutdown.cancelled() => break,
                 }
             }
-            let (events, limit) = match self.pass(full).await {
+            let (events, limit, deferred) = match self.pass(full).await {
                 Ok(dispatched) => {
                     failures = 0;
                     if let Some(liveness) = &self.liveness {
@@ -268,7 +272,7 @@ impl Dispatcher {
                     if dispatched.unleased > 0 {
                         deliveries_made.notify_one();
                     }
-                    (dispatched.events, dispatched.limit)
+                    (dispatched.events, dispatched.limit, dispatched.deferred)
                 }
                 Err(err) => {
                     failures += 1;
@@ -287,6 +291,12 @@ impl Dispatcher {
                 // Look once more after clearing the mark: an insert that saw
                 // the mark did not notify.
                 self.mark(false).await;
+                continue;
+            }
+            if deferred > 0 && next == Next::Wait {
+                // The other relay commits within milliseconds; no wake-up
+                // comes for events that are already in the outbox.
+                sleep_or_cancel(BUSY_POLL, &shutdown).await;
                 continue;
             }
             match next {

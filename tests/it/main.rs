@@ -15,6 +15,7 @@ mod hostile;
 mod logs;
 mod network_policy;
 mod operations;
+mod ordering;
 mod packaging;
 mod postgres_restart;
 mod postgres_tls;

@@ -68,6 +68,7 @@ impl Reply {
 #[derive(Clone)]
 struct Shared {
     script: Arc<Mutex<VecDeque<Reply>>>,
+    rules: Arc<Mutex<Vec<(String, Reply)>>>,
     default: Arc<Mutex<Reply>>,
     requests: mpsc::UnboundedSender<Received>,
 }
@@ -75,6 +76,7 @@ struct Shared {
 pub struct Receiver {
     pub addr: SocketAddr,
     script: Arc<Mutex<VecDeque<Reply>>>,
+    rules: Arc<Mutex<Vec<(String, Reply)>>>,
     default: Arc<Mutex<Reply>>,
     requests: mpsc::UnboundedReceiver<Received>,
 }
@@ -86,14 +88,16 @@ impl Receiver {
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = mpsc::unbounded_channel();
         let script = Arc::new(Mutex::new(VecDeque::new()));
+        let rules = Arc::new(Mutex::new(Vec::new()));
         let default = Arc::new(Mutex::new(Reply::status(200)));
         let app = Router::new().fallback(handle).with_state(Shared {
             script: Arc::clone(&script),
+            rules: Arc::clone(&rules),
             default: Arc::clone(&default),
             requests: tx,
         });
         tokio::spawn(async move { axum::serve(listener, app).await });
-        Self { addr, script, default, requests: rx }
+        Self { addr, script, rules, default, requests: rx }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -103,6 +107,16 @@ impl Receiver {
     /// Answers every unscripted request with `reply` (instead of a plain 200).
     pub fn answer_all(&self, reply: Reply) {
         *self.default.lock().unwrap() = reply;
+    }
+
+    /// Answers unscripted requests whose body contains `needle` with `reply`
+    /// (the first rule that matches), until [`Receiver::clear_rules`].
+    pub fn answer_when(&self, needle: &str, reply: Reply) {
+        self.rules.lock().unwrap().push((needle.to_owned(), reply));
+    }
+
+    pub fn clear_rules(&self) {
+        self.rules.lock().unwrap().clear();
     }
 
     /// Answers the next requests with these replies, in order; then the default.
@@ -152,7 +166,17 @@ async fn handle(
     body: Bytes,
 ) -> Response {
     let scripted = shared.script.lock().unwrap().pop_front();
-    let reply = scripted.unwrap_or_else(|| shared.default.lock().unwrap().clone());
+    let ruled = || {
+        let text = String::from_utf8_lossy(&body);
+        shared
+            .rules
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|(needle, _)| text.contains(needle.as_str()))
+            .map(|(_, r)| r.clone())
+    };
+    let reply = scripted.or_else(ruled).unwrap_or_else(|| shared.default.lock().unwrap().clone());
     let _ = shared.requests.send(Received { path: uri.path().to_owned(), headers, body });
     tokio::time::sleep(reply.delay).await;
     let mut response = (StatusCode::from_u16(reply.status).unwrap(), reply.body).into_response();
