@@ -21,8 +21,8 @@ candidate as (
     order by d.next_attempt_at
     limit $1::int8 * 4
 ),
-within_cap as (
-    select ranked.id
+within_cap as materialized (
+    select ranked.id, ranked.endpoint_id, ranked.rank, ranked.next_attempt_at
     from (
         select c.id, c.endpoint_id, c.next_attempt_at,
                row_number() over (partition by c.endpoint_id order by c.next_attempt_at) as rank
@@ -33,17 +33,33 @@ within_cap as (
     order by ranked.next_attempt_at
     limit $1::int8
 ),
+-- Endpoints with a rate limit take permits from their shared pace, one per
+-- request, for as many as they would send; the rest stay due for a later
+-- claim. Once per endpoint (materialized: the call has effects).
+permits as materialized (
+    select w.endpoint_id, w.wanted, t.granted, t.next_permit_at
+    from (select w.endpoint_id, count(*)::int as wanted from within_cap w group by w.endpoint_id) w
+    join postbox.endpoints e on e.id = w.endpoint_id and e.rate_limit is not null
+    cross join lateral postbox.take_permits(w.endpoint_id, e.rate_limit, w.wanted) t
+),
+within_rate as (
+    select w.id, w.next_attempt_at
+    from within_cap w
+    left join permits p on p.endpoint_id = w.endpoint_id
+    where p.endpoint_id is null or w.rank <= p.granted
+),
 due as (
     select d.id
     from postbox.deliveries d
-    join within_cap w on w.id = d.id
+    join within_rate w on w.id = d.id
     where d.status = 'pending'
       and d.next_attempt_at <= now()
       and (d.leased_until is null or d.leased_until < now())
     order by d.next_attempt_at
     limit $1::int8
     for no key update of d skip locked
-)
+),
+claimed as (
 update postbox.deliveries d
 set leased_until = now() + make_interval(secs => $2::float8),
     lease_token = $3,
@@ -74,3 +90,15 @@ returning d.id,
           e.url,
           postbox.signing_secrets(e) as secrets,
           e.headers
+),
+-- How long until a rate-limited endpoint that has more due can send again:
+-- the deliverer claims again then. On every row, and on a row of its own
+-- (no id) when nothing was claimed.
+pace as (
+    select extract(epoch from min(p.next_permit_at) - clock_timestamp())::float8 as rate_wait
+    from permits p
+    where p.granted < p.wanted
+)
+select c.*, pace.rate_wait
+from pace
+left join claimed c on true

@@ -68,7 +68,7 @@ types as materialized (
 -- deliveries wait, parked): once per type, not per event, and by array
 -- overlap rather than a function call per endpoint.
 subscribed as (
-    select t.event_type, e.id, e.tenant, e.filter
+    select t.event_type, e.id, e.tenant, e.filter, e.rate_limit
     from types t
     join postbox.endpoints e
       on e.event_types && t.patterns
@@ -76,12 +76,12 @@ subscribed as (
 -- Endpoints for every tenant, and endpoints for the event's tenant: two
 -- equality joins, so many tenants' endpoints cost a hash lookup per event.
 wanted as (
-    select batch.id as outbox_id, batch.event_id, batch.ordering_key, s.id as endpoint_id
+    select batch.id as outbox_id, batch.event_id, batch.ordering_key, s.id as endpoint_id, s.rate_limit
     from batch
     join subscribed s on s.event_type = batch.event_type and s.tenant is null
     where s.filter is null or batch.payload @> s.filter
     union all
-    select batch.id, batch.event_id, batch.ordering_key, s.id
+    select batch.id, batch.event_id, batch.ordering_key, s.id, s.rate_limit
     from batch
     join subscribed s on s.event_type = batch.event_type and s.tenant = batch.tenant
     where s.filter is null or batch.payload @> s.filter
@@ -103,12 +103,14 @@ paused as materialized (
 -- Within this endpoint's free slots, then within the room in all, in outbox
 -- order. Nothing is leased while first attempts wait ($2 > 0). Keyed
 -- deliveries are created held; the insert's trigger makes each queue's head
--- due, and a claim takes it.
+-- due, and a claim takes it. Deliveries to rate-limited endpoints are left
+-- to a claim too, which takes their permits.
 fitting as (
     select m.*,
            m.endpoint_id in (select p.id from paused p) as parked,
            $2::float8 = 0 and m.endpoint_rank <= coalesce(b.free, $7::int)
                and m.ordering_key is null
+               and m.rate_limit is null
                and m.endpoint_id not in (select p.id from paused p) as fits
     from matched m
     left join busy b on b.endpoint_id = m.endpoint_id

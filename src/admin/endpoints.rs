@@ -12,7 +12,7 @@ use crate::delivery::redact;
 
 const COLUMNS: &str =
     "e.id, e.url, e.event_types, e.tenant, e.filter, e.headers, e.enabled, e.disabled_reason,
-    e.description, postbox.rfc3339(e.failing_since) as failing_since,
+    e.description, e.rate_limit, postbox.rfc3339(e.failing_since) as failing_since,
     postbox.rfc3339(e.previous_secret_expires_at) as previous_secret_expires_at,
     postbox.rfc3339(e.created_at) as created_at, postbox.rfc3339(e.updated_at) as updated_at,
     postbox.patterns_matching_nothing(e.event_types) as unmatched_patterns";
@@ -29,6 +29,8 @@ pub struct Endpoint {
     pub enabled: bool,
     pub disabled_reason: Option<String>,
     pub description: Option<String>,
+    /// Requests per second to this endpoint across all relays; `None`: no limit.
+    pub rate_limit: Option<i32>,
     /// Start of the current run of failed attempts.
     pub failing_since: Option<String>,
     /// While set, a rotated-out secret still signs alongside the current one.
@@ -69,6 +71,7 @@ impl TryFrom<&Row> for Endpoint {
             enabled: row.try_get("enabled")?,
             disabled_reason: row.try_get("disabled_reason")?,
             description: row.try_get("description")?,
+            rate_limit: row.try_get("rate_limit")?,
             failing_since: row.try_get("failing_since")?,
             previous_secret_expires_at: row.try_get("previous_secret_expires_at")?,
             created_at: row.try_get("created_at")?,
@@ -94,13 +97,16 @@ pub struct NewEndpoint {
     pub headers: Option<Value>,
     #[serde(default)]
     pub description: Option<String>,
+    /// Requests per second across all relays; absent: no limit.
+    #[serde(default)]
+    pub rate_limit: Option<i32>,
     /// `whsec_…`; generated when absent.
     #[serde(default)]
     pub secret: Option<String>,
 }
 
-/// A change to an endpoint: only the fields given change. `tenant`, `filter`
-/// and `description` take JSON `null` to clear them.
+/// A change to an endpoint: only the fields given change. `tenant`, `filter`,
+/// `description` and `rate_limit` take JSON `null` to clear them.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct EndpointUpdate {
@@ -116,6 +122,8 @@ pub struct EndpointUpdate {
     pub headers: Option<Value>,
     #[serde(default, with = "double_option")]
     pub description: Option<Option<String>>,
+    #[serde(default, with = "double_option")]
+    pub rate_limit: Option<Option<i32>>,
     #[serde(default)]
     pub enabled: Option<bool>,
 }
@@ -194,11 +202,21 @@ pub async fn create(client: &Client, new: &NewEndpoint) -> Result<Created> {
     let row = client
         .query_one(
             &format!(
-                "insert into postbox.endpoints as e (url, event_types, tenant, filter, headers, description, secret)
-                 values ($1, $2, $3, $4, $5, $6, coalesce($7, postbox.generate_secret()))
+                "insert into postbox.endpoints as e
+                     (url, event_types, tenant, filter, headers, description, secret, rate_limit)
+                 values ($1, $2, $3, $4, $5, $6, coalesce($7, postbox.generate_secret()), $8)
                  returning {COLUMNS}, e.secret"
             ),
-            &[&new.url, &event_types, &new.tenant, &new.filter, &headers, &new.description, &new.secret],
+            &[
+                &new.url,
+                &event_types,
+                &new.tenant,
+                &new.filter,
+                &headers,
+                &new.description,
+                &new.secret,
+                &new.rate_limit,
+            ],
         )
         .await?;
     let endpoint = one_with_health(client, Endpoint::try_from(&row)?).await?;
@@ -218,7 +236,8 @@ pub async fn update(client: &Client, id: Uuid, change: &EndpointUpdate) -> Resul
                     headers = coalesce($8, e.headers),
                     description = case when $9 then $10 else e.description end,
                     enabled = coalesce($11, e.enabled),
-                    disabled_reason = case when $11 = false then 'disabled by an operator' else e.disabled_reason end
+                    disabled_reason = case when $11 = false then 'disabled by an operator' else e.disabled_reason end,
+                    rate_limit = case when $12 then $13 else e.rate_limit end
                  where e.id = $1
                  returning {COLUMNS}"
             ),
@@ -234,6 +253,8 @@ pub async fn update(client: &Client, id: Uuid, change: &EndpointUpdate) -> Resul
                 &change.description.is_some(),
                 &change.description.clone().flatten(),
                 &change.enabled,
+                &change.rate_limit.is_some(),
+                &change.rate_limit.flatten(),
             ],
         )
         .await?;

@@ -71,6 +71,9 @@ pub struct Add {
     /// What it is, for the people reading the list
     #[arg(long)]
     description: Option<String>,
+    /// At most this many requests per second, across all relays
+    #[arg(long, value_name = "PER_SECOND", value_parser = clap::value_parser!(i32).range(1..))]
+    rate_limit: Option<i32>,
     /// Use this `whsec_…` secret instead of a generated one
     #[arg(long)]
     secret: Option<String>,
@@ -104,6 +107,12 @@ pub struct Update {
     /// A new description
     #[arg(long)]
     description: Option<String>,
+    /// At most this many requests per second, across all relays
+    #[arg(long, value_name = "PER_SECOND", value_parser = clap::value_parser!(i32).range(1..), conflicts_with = "no_rate_limit")]
+    rate_limit: Option<i32>,
+    /// Send as fast as the receiver answers
+    #[arg(long)]
+    no_rate_limit: bool,
 }
 
 pub async fn run(client: &Client, command: Command, json: bool) -> anyhow::Result<()> {
@@ -116,6 +125,7 @@ pub async fn run(client: &Client, command: Command, json: bool) -> anyhow::Resul
                 filter: add.filter.as_deref().map(parse_json).transpose()?,
                 headers: (!add.headers.is_empty()).then(|| parse_headers(&add.headers)).transpose()?,
                 description: add.description,
+                rate_limit: add.rate_limit,
                 secret: add.secret,
             };
             let created = endpoints::create(client, &new).await?;
@@ -164,6 +174,7 @@ pub async fn run(client: &Client, command: Command, json: bool) -> anyhow::Resul
                 },
                 headers: (!update.headers.is_empty()).then(|| parse_headers(&update.headers)).transpose()?,
                 description: update.description.map(Some),
+                rate_limit: if update.no_rate_limit { Some(None) } else { update.rate_limit.map(Some) },
                 enabled: None,
             };
             print(&endpoints::update(client, update.id, &change).await?, json)?;
@@ -237,6 +248,7 @@ fn show(e: &Endpoint) -> anyhow::Result<()> {
         ("filter", output::or_dash(e.filter.as_ref())),
         ("headers", e.headers.to_string()),
         ("description", output::or_dash(e.description.as_ref())),
+        ("rate limit", e.rate_limit.map_or_else(|| "-".to_owned(), |limit| format!("{limit} requests/s"))),
         ("failing since", output::or_dash(e.failing_since.as_ref())),
         ("last 24 h", success_rate(e)),
         (

@@ -54,6 +54,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "per_key_order",
         sql: include_str!("../../sql/migrations/0010_per_key_order.sql"),
     },
+    Migration {
+        version: 11,
+        name: "rate_limit",
+        sql: include_str!("../../sql/migrations/0011_rate_limit.sql"),
+    },
 ];
 
 /// Key for `pg_advisory_xact_lock`: "postbox" in ASCII.

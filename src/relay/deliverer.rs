@@ -142,14 +142,16 @@ impl Deliverer {
     /// Claims up to `limit` due deliveries in one short statement.
     pub async fn claim(&self, limit: usize) -> Result<Vec<Claimed>> {
         let room = self.capacity.room(limit).await;
-        let leased = self.claim_into(room).await?;
+        let (leased, _) = self.claim_into(room).await?;
         Ok(leased.into_iter().map(|(delivery, _)| delivery).collect())
     }
 
-    /// Claims as many due deliveries as `room` holds.
-    async fn claim_into(&self, room: Room) -> Result<Leased> {
+    /// Claims as many due deliveries as `room` holds. Also returns, when a
+    /// rate-limited endpoint has more due than its limit let go, how long
+    /// until it may send again.
+    async fn claim_into(&self, room: Room) -> Result<(Leased, Option<Duration>)> {
         if room.size() == 0 {
-            return Ok(self.capacity.take(room, Vec::new()));
+            return Ok((self.capacity.take(room, Vec::new()), None));
         }
         let client = self.pool.get().await?;
         let statement = client.prepare_cached(sql::DELIVERY_CLAIM_DUE).await?;
@@ -168,11 +170,21 @@ impl Deliverer {
                 ],
             )
             .await?;
-        let claimed = rows
-            .iter()
-            .map(|row| claimed_from_row(row, lease_token))
-            .collect::<std::result::Result<_, _>>()?;
-        Ok(self.capacity.take(room, claimed))
+        let rate_wait = match rows.first() {
+            Some(row) => row.try_get::<_, Option<f64>>("rate_wait")?,
+            None => None,
+        };
+        let mut claimed = Vec::with_capacity(rows.len());
+        for row in &rows {
+            // A row without a delivery carries only the rate-limit wait.
+            if row.try_get::<_, Option<Uuid>>("id")?.is_some() {
+                claimed.push(claimed_from_row(row, lease_token)?);
+            }
+        }
+        // Never wait less than a millisecond (no spinning) or longer than a
+        // poll (a clock step cannot stall an endpoint).
+        let rate_wait = rate_wait.map(|secs| Duration::from_secs_f64(secs.clamp(0.001, 1.0)));
+        Ok((self.capacity.take(room, claimed), rate_wait))
     }
 
     /// Makes one attempt and decides what follows. Never fails: whatever goes
@@ -405,6 +417,8 @@ impl Deliverer {
         // Whether the last claim may have left deliveries behind for want of
         // a free slot: then a finished request is a reason to claim again.
         let mut left_behind = false;
+        // When a rate-limited endpoint that has more due may send again.
+        let mut rate_wake: Option<tokio::time::Instant> = None;
         // A steady tick, not a timeout per wait: handed-over work keeps the
         // loop busy, and retries that fall due must still be claimed.
         let mut poll = tokio::time::interval(self.config.poll_interval);
@@ -422,7 +436,8 @@ impl Deliverer {
                 let room = self.capacity.room(self.config.batch_size).await;
                 let (asked, endpoint_full) = (room.size(), room.endpoint_full());
                 match self.claim_into(room).await {
-                    Ok(leased) => {
+                    Ok((leased, rate_wait)) => {
+                        rate_wake = rate_wait.map(|wait| tokio::time::Instant::now() + wait);
                         failures = 0;
                         // This claim may have left due deliveries behind if it
                         // got no room, found some (there may be more, or an
@@ -445,6 +460,10 @@ impl Deliverer {
                 Some(leased) = handed_over.recv() => self.start(leased, &mut requests, &results),
                 _ = wake.notified() => claim_now = true,
                 _ = poll.tick() => claim_now = true,
+                _ = sleep_until_some(rate_wake) => {
+                    rate_wake = None;
+                    claim_now = true;
+                }
                 Some(_) = requests.join_next(), if !requests.is_empty() => claim_now |= left_behind,
                 _ = shutdown.cancelled() => {}
             }
@@ -513,6 +532,14 @@ impl Deliverer {
             self.capacity.recorded(batch.iter().map(|r| r.delivery_id));
             batch.clear();
         }
+    }
+}
+
+/// Sleeps until `at`; forever when there is none.
+async fn sleep_until_some(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 

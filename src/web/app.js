@@ -303,6 +303,7 @@ function newEndpointForm(types, message) {
   const tenant = h("input", { id: "new-tenant", placeholder: "all tenants" });
   const filter = h("textarea", { id: "new-filter", rows: 2, placeholder: '{"currency": "EUR"}' });
   const description = h("input", { id: "new-description" });
+  const rateLimit = h("input", { id: "new-rate-limit", type: "number", min: 1, step: 1, placeholder: "no limit" });
   const choices = [{ name: "*", description: "every event type" }, ...types.filter((t) => !t.archived)];
   const boxes = choices.map((t) =>
     h("label", { class: "choice", title: t.description || "" },
@@ -319,6 +320,7 @@ function newEndpointForm(types, message) {
         if (body.event_types.length === 0) body.event_types = ["*"];
         if (tenant.value.trim()) body.tenant = tenant.value.trim();
         if (description.value.trim()) body.description = description.value.trim();
+        if (rateLimit.value.trim()) body.rate_limit = Number(rateLimit.value);
         try {
           if (filter.value.trim()) body.filter = JSON.parse(filter.value);
         } catch (err) {
@@ -337,7 +339,8 @@ function newEndpointForm(types, message) {
     h("h2", {}, "New endpoint"),
     h("label", {}, "URL", url),
     h("fieldset", {}, h("legend", {}, "Event types"), boxes),
-    h("div", { class: "row" }, h("label", {}, "Tenant", tenant), h("label", {}, "Description", description)),
+    h("div", { class: "row" }, h("label", {}, "Tenant", tenant), h("label", {}, "Description", description),
+      h("label", {}, "Rate limit (requests/s, all relays)", rateLimit)),
     h("label", {}, "Filter (JSON the payload must contain)", filter),
     h("button", { type: "submit", id: "create-endpoint" }, "Create endpoint"),
   );
@@ -371,6 +374,7 @@ function endpointRow(e, message) {
       },
     }, label);
   const path = `/endpoints/${encodeURIComponent(e.id)}`;
+  const rateLimit = h("input", { class: "rate-limit", type: "number", min: 1, step: 1, value: e.rate_limit ?? "", placeholder: "req/s", title: "requests per second across all relays; empty: no limit", "aria-label": "rate limit" });
   const since = h("input", { class: "since", placeholder: "since: 1h", title: "a duration back from now (1h, 30m) or a time", "aria-label": "recover or replay since" });
   let confirmDelete = false;
   return h("tr", { "data-endpoint": e.id },
@@ -385,7 +389,8 @@ function endpointRow(e, message) {
         : null,
     ),
     h("td", {}, e.tenant || h("span", { class: "muted" }, "all")),
-    h("td", {}, e.enabled ? badge(e.failing_since ? "failing" : "enabled") : badge("disabled"), e.disabled_reason ? h("div", { class: "muted" }, e.disabled_reason) : null),
+    h("td", {}, e.enabled ? badge(e.failing_since ? "failing" : "enabled") : badge("disabled"), e.disabled_reason ? h("div", { class: "muted" }, e.disabled_reason) : null,
+      e.rate_limit ? h("div", { class: "muted rate" }, `at most ${e.rate_limit}/s`) : null),
     h("td", { class: "health" }, rate),
     h("td", { class: "last-failure" }, health.last_failure ? [h("div", {}, health.last_failure), h("div", { class: "muted" }, when(health.last_failure_at))] : h("span", { class: "muted" }, "–")),
     h("td", { class: "actions" },
@@ -397,6 +402,12 @@ function endpointRow(e, message) {
         const rotated = await api("POST", `${path}/rotate-secret`);
         return secretNotice(`Secret of ${e.url} rotated; the old one keeps signing for ${rotated.previous_secret_valid_for}.`, rotated.secret);
       }),
+      h("span", { class: "rate-limit" }, rateLimit,
+        act("Set limit", async () => {
+          const limit = rateLimit.value.trim() ? Number(rateLimit.value) : null;
+          await api("PATCH", path, { rate_limit: limit });
+          return limit ? `${e.url}: at most ${limit} requests/s.` : `${e.url}: no rate limit.`;
+        })),
       h("span", { class: "replay" }, since,
         act("Recover", async () => {
           const done = await api("POST", `${path}/recover`, { since: since.value.trim() || "1h" });

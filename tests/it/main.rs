@@ -19,6 +19,7 @@ mod ordering;
 mod packaging;
 mod postgres_restart;
 mod postgres_tls;
+mod rate_limit;
 mod relay;
 mod retention;
 mod roles;
