@@ -49,6 +49,12 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "operational_events",
         sql: include_str!("../../sql/migrations/0009_operational_events.sql"),
     },
+    // Version 10 is being written on another branch; it goes here when merged.
+    Migration {
+        version: 11,
+        name: "tenant_tokens",
+        sql: include_str!("../../sql/migrations/0011_tenant_tokens.sql"),
+    },
 ];
 
 /// Key for `pg_advisory_xact_lock`: "postbox" in ASCII.
