@@ -51,9 +51,9 @@ pub const MIGRATIONS: &[Migration] = &[
     },
     // Version 10 is being written on another branch; it goes here when merged.
     Migration {
-        version: 11,
+        version: 12,
         name: "tenant_tokens",
-        sql: include_str!("../../sql/migrations/0011_tenant_tokens.sql"),
+        sql: include_str!("../../sql/migrations/0012_tenant_tokens.sql"),
     },
 ];
 

@@ -1,10 +1,10 @@
--- postbox schema, version 11: tenant tokens, short-lived bearer tokens that
+-- postbox schema, version 12: tenant tokens, short-lived bearer tokens that
 -- see and manage one tenant's endpoints and deliveries (a customer portal).
 --
 -- Apply with `postbox migrate`, or by hand in one transaction:
---   psql -v ON_ERROR_STOP=1 --single-transaction -f sql/migrations/0011_tenant_tokens.sql
+--   psql -v ON_ERROR_STOP=1 --single-transaction -f sql/migrations/0012_tenant_tokens.sql
 
-insert into postbox.schema_migrations (version, name) values (11, 'tenant_tokens');
+insert into postbox.schema_migrations (version, name) values (12, 'tenant_tokens');
 
 -- Only each token's SHA-256 digest is kept: reading this table gives away no
 -- token. The relay looks tokens up by digest and deletes them a day after
