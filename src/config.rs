@@ -113,6 +113,10 @@ pub struct AdminSettings {
     /// localhost (a browser reaching it under any other name is refused).
     #[serde(deserialize_with = "string_list")]
     pub allowed_hosts: Vec<String>,
+    /// Origins (`https://app.example`) whose pages may embed the web page in
+    /// a frame, as an app shows its tenants their portal; none by default.
+    #[serde(deserialize_with = "origin_list")]
+    pub frame_ancestors: Vec<String>,
 }
 
 /// The shortest admin token accepted off loopback: a guessable token is no guard.
@@ -278,6 +282,7 @@ impl Settings {
             ),
             ("admin.listen", self.admin.listen.to_string().into()),
             ("admin.allowed_hosts", self.admin.allowed_hosts.join(",").into()),
+            ("admin.frame_ancestors", self.admin.frame_ancestors.join(",").into()),
             ("admin.token", self.admin.token.as_ref().map(|_| "***").into()),
             ("retention.period", d(self.retention.period)),
             ("retention.interval", d(self.retention.interval)),
@@ -500,6 +505,41 @@ fn string_list<'de, D: Deserializer<'de>>(de: D) -> Result<Vec<String>, D::Error
     Ok(text.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect())
 }
 
+fn origin_list<'de, D: Deserializer<'de>>(de: D) -> Result<Vec<String>, D::Error> {
+    let text = String::deserialize(de)?;
+    text.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|o| origin(o).map_err(de::Error::custom))
+        .collect()
+}
+
+/// `text` as an origin, `scheme://host[:port]` (http or https, no path, no
+/// wildcard), written as browsers write it. It goes into a
+/// Content-Security-Policy header, so nothing else may pass.
+fn origin(text: &str) -> Result<String, String> {
+    let refuse =
+        || format!("`{text}` is not an origin; write e.g. https://app.example or http://localhost:3000");
+    let url = url::Url::parse(text).map_err(|_| refuse())?;
+    let bare = matches!(url.scheme(), "http" | "https")
+        && url.username().is_empty()
+        && url.password().is_none()
+        && url.path() == "/"
+        && url.query().is_none()
+        && url.fragment().is_none();
+    let plain_host = match url.host() {
+        Some(url::Host::Domain(name)) => name
+            .split('.')
+            .all(|label| !label.is_empty() && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')),
+        Some(url::Host::Ipv4(_) | url::Host::Ipv6(_)) => true,
+        None => false,
+    };
+    if !(bare && plain_host) {
+        return Err(refuse());
+    }
+    Ok(url.origin().ascii_serialization())
+}
+
 fn cidr_list<'de, D: Deserializer<'de>>(de: D) -> Result<Vec<ipnet::IpNet>, D::Error> {
     let text = String::deserialize(de)?;
     text.split(',')
@@ -649,6 +689,29 @@ mod tests {
         assert!(error(&[("POSTBOX_RELAY__LEASE", "10s")]).starts_with("invalid value for `relay.lease`"));
         assert!(error(&[("POSTBOX_DELIVERY__RETRY_SCHEDULE", "")])
             .starts_with("invalid value for `delivery.retry_schedule`"));
+    }
+
+    #[test]
+    fn frame_ancestors_are_origins_only() {
+        let s = load(&[("POSTBOX_ADMIN__FRAME_ANCESTORS", "https://App.example/, http://localhost:3000")])
+            .unwrap();
+        assert_eq!(s.admin.frame_ancestors, ["https://app.example", "http://localhost:3000"]);
+        assert!(load(&[]).unwrap().admin.frame_ancestors.is_empty(), "none by default");
+        for bad in [
+            "*",
+            "https://*.example.com",
+            "app.example",
+            "https://app.example/portal",
+            "https://app.example?x",
+            "https://user@app.example",
+            "javascript:alert(1)",
+            "https://a;script-src",
+            "https://a'b",
+            "'self'",
+        ] {
+            let err = error(&[("POSTBOX_ADMIN__FRAME_ANCESTORS", bad)]);
+            assert!(err.starts_with("invalid value for `admin.frame_ancestors`"), "{bad}: {err}");
+        }
     }
 
     #[test]

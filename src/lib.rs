@@ -180,6 +180,7 @@ impl Relay {
             allowed_hosts: settings.admin.allowed_hosts.clone(),
             liveness: Arc::clone(&liveness),
             database: settings.database_url().map(db::target_of).unwrap_or_default(),
+            frame_ancestors: settings.admin.frame_ancestors.clone(),
         };
         info!(address = %state.listen, "admin HTTP listening");
         let admin_server = tokio::spawn(api::serve(admin, state, shutdown.clone()));

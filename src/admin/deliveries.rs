@@ -5,7 +5,7 @@ use serde_json::Value;
 use tokio_postgres::{types::ToSql, Client, Row};
 use uuid::Uuid;
 
-use super::{Error, Result};
+use super::{Access, Error, Result};
 use crate::delivery::{redact, webhook};
 
 const COLUMNS: &str =
@@ -13,12 +13,16 @@ const COLUMNS: &str =
     d.attempt_count, postbox.rfc3339(d.next_attempt_at) as next_attempt_at, d.last_error,
     postbox.rfc3339(d.created_at) as created_at, postbox.rfc3339(d.updated_at) as updated_at,
     case when d.status <> 'pending' then null
+         when d.held then 'waiting: behind an earlier delivery of ordering key ' || d.ordering_key
+                          || '; sent once that one succeeds, fails or is cancelled'
          when not e.enabled then 'waiting: endpoint disabled (' || coalesce(e.disabled_reason, 'paused by hand')
                                  || '); enable it to send'
          when d.leased_until > now() then 'in flight: attempt ' || d.attempt_count || ' is being sent'
          when d.next_attempt_at > now() then 'waiting: attempt ' || (d.attempt_count + 1) || ' at '
                                              || postbox.rfc3339(d.next_attempt_at)
                                              || coalesce(' after ' || d.last_error, '')
+         when e.rate_limit is not null then 'due now: waiting for a relay with a free request slot, within the endpoint''s rate limit of '
+                                             || e.rate_limit || ' requests/s'
          else 'due now: waiting for a relay with a free request slot' end as waiting";
 
 const FROM: &str = "from postbox.deliveries d
@@ -109,7 +113,8 @@ pub struct Filter {
 
 pub const MAX_LIMIT: i64 = 1000;
 
-pub async fn list(client: &Client, filter: &Filter) -> Result<Vec<Delivery>> {
+/// Deliveries `access` may see (a tenant's: those of its own endpoints), newest first.
+pub async fn list(client: &Client, access: &Access, filter: &Filter) -> Result<Vec<Delivery>> {
     if let Some(status) = &filter.status {
         if !["pending", "succeeded", "failed", "cancelled"].contains(&status.as_str()) {
             return Err(Error::Invalid(format!(
@@ -125,7 +130,9 @@ pub async fn list(client: &Client, filter: &Filter) -> Result<Vec<Delivery>> {
     if !(1..=MAX_LIMIT).contains(&limit) {
         return Err(Error::Invalid(format!("limit must be between 1 and {MAX_LIMIT}")));
     }
-    let candidates: [(&str, Option<&(dyn ToSql + Sync)>); 7] = [
+    let tenant = access.tenant();
+    let candidates: [(&str, Option<&(dyn ToSql + Sync)>); 8] = [
+        ("e.tenant = $", tenant.as_ref().map(|v| v as _)),
         ("d.endpoint_id = $", filter.endpoint_id.as_ref().map(|v| v as _)),
         ("d.event_id = $", filter.event_id.as_ref().map(|v| v as _)),
         ("d.status = $", filter.status.as_ref().map(|v| v as _)),
@@ -138,6 +145,13 @@ pub async fn list(client: &Client, filter: &Filter) -> Result<Vec<Delivery>> {
             filter.before.as_ref().map(|v| v as _),
         ),
     ];
+    if let Some(before) = filter.before {
+        // Another tenant's delivery as the cursor would tell when it was
+        // made: out of scope, it is as unknown as a missing id (no rows).
+        if !in_scope(client, access, before).await? {
+            return Ok(Vec::new());
+        }
+    }
     let mut conditions = Vec::new();
     let mut params: Vec<&(dyn ToSql + Sync)> = Vec::new();
     for (template, value) in candidates {
@@ -157,15 +171,29 @@ pub async fn list(client: &Client, filter: &Filter) -> Result<Vec<Delivery>> {
     Ok(rows.iter().map(Delivery::try_from).collect::<std::result::Result<_, _>>()?)
 }
 
-pub async fn get(client: &Client, id: Uuid) -> Result<DeliveryDetail> {
+/// Whether delivery `id` exists and `access` may see it.
+async fn in_scope(client: &Client, access: &Access, id: Uuid) -> Result<bool> {
+    let row = client
+        .query_opt(
+            "select 1 from postbox.deliveries d join postbox.endpoints e on e.id = d.endpoint_id
+             where d.id = $1 and ($2::text is null or e.tenant = $2)",
+            &[&id, &access.tenant()],
+        )
+        .await?;
+    Ok(row.is_some())
+}
+
+/// A delivery with its event and attempts; one out of `access`'s scope is
+/// missing, as far as the caller can tell.
+pub async fn get(client: &Client, access: &Access, id: Uuid) -> Result<DeliveryDetail> {
     let row = client
         .query_opt(
             &format!(
                 "select {COLUMNS}, o.payload::text as payload_text, o.previous::text as previous,
                         o.actor::text as actor, coalesce(postbox.rfc3339(o.occurred_at), o.occurred_at::text) as occurred_at
-                 {FROM} where d.id = $1"
+                 {FROM} where d.id = $1 and ($2::text is null or e.tenant = $2)"
             ),
-            &[&id],
+            &[&id, &access.tenant()],
         )
         .await?
         .ok_or_else(|| Error::NotFound(format!("no delivery with id {id}")))?;
@@ -209,7 +237,16 @@ pub async fn get(client: &Client, id: Uuid) -> Result<DeliveryDetail> {
     Ok(DeliveryDetail { delivery, payload, request_body, attempts })
 }
 
-pub async fn redeliver(client: &Client, id: Uuid) -> Result<()> {
-    client.execute("select postbox.redeliver($1)", &[&id]).await?;
+/// One more attempt now, for a delivery in `access`'s scope (checked in the
+/// same statement; one out of scope is missing, with the same answer).
+pub async fn redeliver(client: &Client, access: &Access, id: Uuid) -> Result<()> {
+    client
+        .query_opt(
+            "select postbox.redeliver(d.id) from postbox.deliveries d join postbox.endpoints e on e.id = d.endpoint_id
+             where d.id = $1 and ($2::text is null or e.tenant = $2)",
+            &[&id, &access.tenant()],
+        )
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("no delivery with id {id}")))?;
     Ok(())
 }

@@ -4,10 +4,10 @@ use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use tokio_postgres::{Client, Row};
+use tokio_postgres::{types::ToSql, Client, Row};
 use uuid::Uuid;
 
-use super::{Error, Result};
+use super::{Access, Error, Result};
 use crate::delivery::redact;
 
 const COLUMNS: &str =
@@ -136,17 +136,28 @@ pub struct Created {
     pub secret: String,
 }
 
-pub async fn list(client: &Client) -> Result<Vec<Endpoint>> {
+/// The endpoints `access` may see: a tenant's own, never the global ones.
+pub async fn list(client: &Client, access: &Access) -> Result<Vec<Endpoint>> {
     let rows = client
-        .query(&format!("select {COLUMNS} from postbox.endpoints e order by e.created_at, e.id"), &[])
+        .query(
+            &format!(
+                "select {COLUMNS} from postbox.endpoints e where ($1::text is null or e.tenant = $1)
+                 order by e.created_at, e.id"
+            ),
+            &[&access.tenant()],
+        )
         .await?;
     let endpoints = rows.iter().map(Endpoint::try_from).collect::<std::result::Result<_, _>>()?;
     with_health(client, endpoints).await
 }
 
-pub async fn get(client: &Client, id: Uuid) -> Result<Endpoint> {
+/// One endpoint; one out of `access`'s scope is missing, as far as the caller can tell.
+pub async fn get(client: &Client, access: &Access, id: Uuid) -> Result<Endpoint> {
     let row = client
-        .query_opt(&format!("select {COLUMNS} from postbox.endpoints e where e.id = $1"), &[&id])
+        .query_opt(
+            &format!("select {COLUMNS} from postbox.endpoints e where e.id = $1 and ($2::text is null or e.tenant = $2)"),
+            &[&id, &access.tenant()],
+        )
         .await?;
     let endpoint = row.as_ref().map(Endpoint::try_from).transpose()?.ok_or_else(|| not_found(id))?;
     one_with_health(client, endpoint).await
@@ -196,7 +207,10 @@ async fn with_health(client: &Client, mut endpoints: Vec<Endpoint>) -> Result<Ve
     Ok(endpoints)
 }
 
-pub async fn create(client: &Client, new: &NewEndpoint) -> Result<Created> {
+/// Creates an endpoint; a tenant's is always its own (another tenant is refused).
+pub async fn create(client: &Client, access: &Access, new: &NewEndpoint) -> Result<Created> {
+    let tenant = new.tenant.as_deref().or(access.tenant());
+    access.check_tenant(tenant)?;
     let event_types = new.event_types.clone().unwrap_or_else(|| vec!["*".to_owned()]);
     let headers = new.headers.clone().unwrap_or_else(|| Value::Object(Default::default()));
     let row = client
@@ -210,7 +224,7 @@ pub async fn create(client: &Client, new: &NewEndpoint) -> Result<Created> {
             &[
                 &new.url,
                 &event_types,
-                &new.tenant,
+                &tenant,
                 &new.filter,
                 &headers,
                 &new.description,
@@ -223,7 +237,14 @@ pub async fn create(client: &Client, new: &NewEndpoint) -> Result<Created> {
     Ok(Created { endpoint, secret: row.try_get("secret")? })
 }
 
-pub async fn update(client: &Client, id: Uuid, change: &EndpointUpdate) -> Result<Endpoint> {
+pub async fn update(client: &Client, access: &Access, id: Uuid, change: &EndpointUpdate) -> Result<Endpoint> {
+    if let Some(tenant) = &change.tenant {
+        access.check_tenant(tenant.as_deref())?;
+    }
+    let disabled_by = match access {
+        Access::Admin => "disabled by an operator",
+        Access::Tenant { .. } => "disabled from the tenant portal",
+    };
     // Each nullable column gets a "given" flag, so that null can clear it.
     let row = client
         .query_opt(
@@ -236,9 +257,9 @@ pub async fn update(client: &Client, id: Uuid, change: &EndpointUpdate) -> Resul
                     headers = coalesce($8, e.headers),
                     description = case when $9 then $10 else e.description end,
                     enabled = coalesce($11, e.enabled),
-                    disabled_reason = case when $11 = false then 'disabled by an operator' else e.disabled_reason end,
-                    rate_limit = case when $12 then $13 else e.rate_limit end
-                 where e.id = $1
+                    disabled_reason = case when $11 = false then $12 else e.disabled_reason end,
+                    rate_limit = case when $14 then $15 else e.rate_limit end
+                 where e.id = $1 and ($13::text is null or e.tenant = $13)
                  returning {COLUMNS}"
             ),
             &[
@@ -253,6 +274,8 @@ pub async fn update(client: &Client, id: Uuid, change: &EndpointUpdate) -> Resul
                 &change.description.is_some(),
                 &change.description.clone().flatten(),
                 &change.enabled,
+                &disabled_by,
+                &access.tenant(),
                 &change.rate_limit.is_some(),
                 &change.rate_limit.flatten(),
             ],
@@ -268,39 +291,64 @@ async fn one_with_health(client: &Client, endpoint: Endpoint) -> Result<Endpoint
     with_health(client, vec![endpoint]).await?.pop().ok_or_else(|| not_found(id))
 }
 
-pub async fn set_enabled(client: &Client, id: Uuid, enabled: bool) -> Result<Endpoint> {
-    update(client, id, &EndpointUpdate { enabled: Some(enabled), ..Default::default() }).await
+pub async fn set_enabled(client: &Client, access: &Access, id: Uuid, enabled: bool) -> Result<Endpoint> {
+    update(client, access, id, &EndpointUpdate { enabled: Some(enabled), ..Default::default() }).await
 }
 
-pub async fn delete(client: &Client, id: Uuid) -> Result<()> {
-    client.execute("select postbox.unsubscribe($1)", &[&id]).await?;
+pub async fn delete(client: &Client, access: &Access, id: Uuid) -> Result<()> {
+    call_in_scope(client, access, id, "postbox.unsubscribe(e.id)", &[]).await?;
     Ok(())
 }
 
 /// The new secret; the old one signs alongside it for 24 hours.
-pub async fn rotate_secret(client: &Client, id: Uuid) -> Result<String> {
-    Ok(client.query_one("select postbox.rotate_secret($1)", &[&id]).await?.get(0))
+pub async fn rotate_secret(client: &Client, access: &Access, id: Uuid) -> Result<String> {
+    Ok(call_in_scope(client, access, id, "postbox.rotate_secret(e.id)", &[]).await?.try_get(0)?)
 }
 
 /// Sends a `postbox.ping` event to this endpoint only; returns its event id.
-pub async fn ping(client: &Client, id: Uuid) -> Result<Uuid> {
-    Ok(client.query_one("select postbox.ping($1)", &[&id]).await?.get(0))
+pub async fn ping(client: &Client, access: &Access, id: Uuid) -> Result<Uuid> {
+    Ok(call_in_scope(client, access, id, "postbox.ping(e.id)", &[]).await?.try_get(0)?)
 }
 
 /// Re-sends every matching event since `since`: a duration back from now
 /// (`24h`, `30m`) or a timestamp (`2026-11-20T00:00:00Z`). Returns how many.
-pub async fn replay(client: &Client, id: Uuid, since: &str) -> Result<i64> {
+pub async fn replay(client: &Client, access: &Access, id: Uuid, since: &str) -> Result<i64> {
     let since = super::since::resolve(client, since).await?;
-    let row = client.query_one("select postbox.replay($1, $2::text::timestamptz)", &[&id, &since]).await?;
-    Ok(row.try_get(0)?)
+    let call = "postbox.replay(e.id, $3::text::timestamptz)";
+    Ok(call_in_scope(client, access, id, call, &[&since]).await?.try_get(0)?)
 }
 
 /// Re-sends this endpoint's failed deliveries created since `since` (as
 /// [`super::since::resolve`] reads it), one more attempt each. Returns how many.
-pub async fn recover(client: &Client, id: Uuid, since: &str) -> Result<i32> {
+pub async fn recover(client: &Client, access: &Access, id: Uuid, since: &str) -> Result<i32> {
     let since = super::since::resolve(client, since).await?;
-    let row = client.query_one("select postbox.recover($1, $2::text::timestamptz)", &[&id, &since]).await?;
-    Ok(row.try_get(0)?)
+    let call = "postbox.recover(e.id, $3::text::timestamptz)";
+    Ok(call_in_scope(client, access, id, call, &[&since]).await?.try_get(0)?)
+}
+
+/// Runs `call`, an SQL function of the endpoint's `e.id` (and `$3`… from
+/// `extra`), on one endpoint in `access`'s scope: checked in the same
+/// statement, so that the scope cannot change in between. An endpoint out of
+/// scope is missing, with the same answer.
+async fn call_in_scope(
+    client: &Client,
+    access: &Access,
+    id: Uuid,
+    call: &str,
+    extra: &[&(dyn ToSql + Sync)],
+) -> Result<Row> {
+    let tenant = access.tenant();
+    let mut params: Vec<&(dyn ToSql + Sync)> = vec![&id, &tenant];
+    params.extend_from_slice(extra);
+    client
+        .query_opt(
+            &format!(
+                "select {call} from postbox.endpoints e where e.id = $1 and ($2::text is null or e.tenant = $2)"
+            ),
+            &params,
+        )
+        .await?
+        .ok_or_else(|| not_found(id))
 }
 
 fn not_found(id: Uuid) -> Error {

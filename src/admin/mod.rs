@@ -2,11 +2,15 @@
 //! both say the same thing. Writes go through the SQL functions, which own the
 //! validation; errors those raise for bad input come back as [`Error::Invalid`].
 
+pub mod access;
 pub mod deliveries;
 pub mod endpoints;
 pub mod event_types;
 pub mod since;
 pub mod status;
+pub mod tenant_tokens;
+
+pub use access::{Access, AdminAccess};
 
 use tokio_postgres::error::SqlState;
 
@@ -20,6 +24,9 @@ pub enum Error {
     /// The request conflicts with the current state (e.g. a disabled endpoint).
     #[error("{0}")]
     Conflict(String),
+    /// Not for this caller: a tenant token asking for what only admins may do.
+    #[error("{0}")]
+    Forbidden(String),
     #[error(transparent)]
     Db(#[from] crate::db::QueryError),
 }

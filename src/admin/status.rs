@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 use tokio_postgres::Client;
 use uuid::Uuid;
 
-use super::Result;
+use super::{AdminAccess, Result};
 use crate::metrics::Backlog;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -63,7 +63,7 @@ pub async fn backlog(client: &Client) -> Result<Backlog> {
     })
 }
 
-pub async fn status(client: &Client) -> Result<Status> {
+pub async fn status(client: &Client, _: AdminAccess) -> Result<Status> {
     let backlog = client.query_one(BACKLOG, &[]).await?;
     let minute = client
         .query_one(
@@ -146,7 +146,7 @@ pub struct History {
     pub points: Vec<HistoryPoint>,
 }
 
-pub async fn history(client: &Client, window: &str) -> Result<History> {
+pub async fn history(client: &Client, _: AdminAccess, window: &str) -> Result<History> {
     let (window_seconds, bucket_seconds): (f64, i64) = match window {
         "1h" => (3600.0, 60),
         "24h" => (86400.0, 900),

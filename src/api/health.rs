@@ -58,9 +58,12 @@ pub async fn metrics(State(state): State<ApiState>) -> impl IntoResponse {
     ([("content-type", "text/plain; version=0.0.4")], state.metrics.render(backlog.as_ref()))
 }
 
-pub async fn status(State(state): State<ApiState>) -> ApiResult<Json<admin::status::Status>> {
+pub async fn status(
+    State(state): State<ApiState>,
+    admin: admin::AdminAccess,
+) -> ApiResult<Json<admin::status::Status>> {
     let client = state.pool.get().await?;
-    Ok(Json(admin::status::status(&client).await?))
+    Ok(Json(admin::status::status(&client, admin).await?))
 }
 
 #[derive(Debug, serde::Deserialize)]
@@ -72,8 +75,9 @@ pub struct HistoryQuery {
 
 pub async fn history(
     State(state): State<ApiState>,
+    admin: admin::AdminAccess,
     super::ApiQuery(query): super::ApiQuery<HistoryQuery>,
 ) -> ApiResult<Json<admin::status::History>> {
     let client = state.pool.get().await?;
-    Ok(Json(admin::status::history(&client, query.window.as_deref().unwrap_or("1h")).await?))
+    Ok(Json(admin::status::history(&client, admin, query.window.as_deref().unwrap_or("1h")).await?))
 }

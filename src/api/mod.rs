@@ -1,11 +1,14 @@
 //! The admin HTTP server of `postbox run`: health, readiness and metrics for
-//! operators' tooling, and a JSON API under `/api/v1` behind a bearer token.
+//! operators' tooling, and a JSON API under `/api/v1` behind a bearer token
+//! (the admin token, or a tenant token scoped to one tenant).
 
+mod auth;
 mod deliveries;
 mod endpoints;
 mod event_types;
 pub mod guard;
 mod health;
+mod tenant_tokens;
 mod web;
 
 use std::{net::SocketAddr, sync::Arc};
@@ -13,10 +16,10 @@ use std::{net::SocketAddr, sync::Arc};
 use axum::{
     extract::{
         rejection::JsonRejection, rejection::PathRejection, rejection::QueryRejection, FromRequest,
-        FromRequestParts, Request, State,
+        FromRequestParts,
     },
     http::{header, StatusCode},
-    middleware::{self, Next},
+    middleware,
     response::{IntoResponse, Response},
     routing::{get, patch, post},
     Json, Router,
@@ -42,6 +45,8 @@ pub struct ApiState {
     pub liveness: Arc<Liveness>,
     /// Where the database is (host:port/database as user), for `/readyz`.
     pub database: String,
+    /// Origins that may embed the page in a frame (`admin.frame_ancestors`).
+    pub frame_ancestors: Vec<String>,
 }
 
 pub fn router(state: ApiState) -> Router {
@@ -63,15 +68,17 @@ pub fn router(state: ApiState) -> Router {
         .route("/deliveries/{id}/redeliver", post(deliveries::redeliver))
         .route("/status", get(health::status))
         .route("/history", get(health::history))
+        .route("/tenant-tokens", post(tenant_tokens::mint))
+        .route("/access", get(tenant_tokens::access))
         .route("/openapi.json", get(openapi))
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
-        .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
+        .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_token));
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
         .nest("/api/v1", api)
-        .merge(web::routes())
+        .merge(web::routes(&state.frame_ancestors))
         .layer(middleware::from_fn_with_state(state.clone(), guard::same_site_only))
         .with_state(state)
 }
@@ -92,33 +99,13 @@ pub async fn serve(
     axum::serve(listener, router(state)).with_graceful_shutdown(shutdown.cancelled_owned()).await
 }
 
-/// `/api/v1` needs `Authorization: Bearer <admin.token>`; without a token
-/// configured it is served on a loopback address only.
-async fn require_token(State(state): State<ApiState>, request: Request, next: Next) -> Response {
-    match &state.token {
-        Some(token) => {
-            let given = guard::bearer(request.headers()).unwrap_or_default();
-            if !guard::token_matches(given, token.expose()) {
-                return ApiError::Unauthorized("missing or wrong bearer token".into()).into_response();
-            }
-        }
-        None if !state.listen.ip().is_loopback() => {
-            return ApiError::Unauthorized(
-                "admin.token is not set: /api/v1 is served without a token only on a loopback address".into(),
-            )
-            .into_response();
-        }
-        None => {}
-    }
-    next.run(request).await
-}
-
 /// The one place that turns errors into HTTP answers. 4xx carry a message for
 /// the caller; 5xx are logged with their cause and answered generically.
 #[derive(Debug)]
 pub enum ApiError {
     BadRequest(String),
     Unauthorized(String),
+    Forbidden(String),
     NotFound(String),
     Conflict(String),
     Unavailable(String),
@@ -131,6 +118,7 @@ impl From<admin::Error> for ApiError {
             admin::Error::NotFound(message) => ApiError::NotFound(message),
             admin::Error::Invalid(message) => ApiError::BadRequest(message),
             admin::Error::Conflict(message) => ApiError::Conflict(message),
+            admin::Error::Forbidden(message) => ApiError::Forbidden(message),
             admin::Error::Db(err) => ApiError::Internal(err.to_string()),
         }
     }
@@ -165,6 +153,7 @@ impl IntoResponse for ApiError {
         let (status, message) = match self {
             ApiError::BadRequest(m) => (StatusCode::BAD_REQUEST, m),
             ApiError::Unauthorized(m) => (StatusCode::UNAUTHORIZED, m),
+            ApiError::Forbidden(m) => (StatusCode::FORBIDDEN, m),
             ApiError::NotFound(m) => (StatusCode::NOT_FOUND, m),
             ApiError::Conflict(m) => (StatusCode::CONFLICT, m),
             ApiError::Unavailable(cause) => {

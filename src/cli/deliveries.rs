@@ -5,7 +5,7 @@ use serde_json::Value;
 use tokio_postgres::Client;
 use uuid::Uuid;
 
-use super::output;
+use super::{output, ACCESS};
 use postbox::admin::deliveries::{self, Filter};
 
 #[derive(Debug, Subcommand)]
@@ -66,7 +66,7 @@ pub async fn run(client: &Client, command: Command, json: bool) -> anyhow::Resul
                 before: list.before,
                 limit: Some(list.limit),
             };
-            let found = deliveries::list(client, &filter).await?;
+            let found = deliveries::list(client, &ACCESS, &filter).await?;
             if json {
                 return output::json(&found);
             }
@@ -90,7 +90,7 @@ pub async fn run(client: &Client, command: Command, json: bool) -> anyhow::Resul
             )?;
         }
         Command::Show { id } => {
-            let detail = deliveries::get(client, id).await?;
+            let detail = deliveries::get(client, &ACCESS, id).await?;
             if json {
                 return output::json(&detail);
             }
@@ -137,7 +137,7 @@ pub async fn run(client: &Client, command: Command, json: bool) -> anyhow::Resul
             }
         }
         Command::Redeliver { id } => {
-            deliveries::redeliver(client, id).await?;
+            deliveries::redeliver(client, &ACCESS, id).await?;
             if json {
                 output::json(&serde_json::json!({ "redelivering": id }))?;
             } else {

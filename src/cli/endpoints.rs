@@ -6,7 +6,7 @@ use serde_json::{Map, Value};
 use tokio_postgres::Client;
 use uuid::Uuid;
 
-use super::output;
+use super::{output, ACCESS};
 use postbox::admin::endpoints::{self, Endpoint, EndpointUpdate, NewEndpoint};
 
 #[derive(Debug, Subcommand)]
@@ -128,7 +128,7 @@ pub async fn run(client: &Client, command: Command, json: bool) -> anyhow::Resul
                 rate_limit: add.rate_limit,
                 secret: add.secret,
             };
-            let created = endpoints::create(client, &new).await?;
+            let created = endpoints::create(client, &ACCESS, &new).await?;
             warn_unmatched(&created.endpoint);
             if json {
                 output::json(&created)?;
@@ -141,7 +141,7 @@ pub async fn run(client: &Client, command: Command, json: bool) -> anyhow::Resul
             }
         }
         Command::List => {
-            let all = endpoints::list(client).await?;
+            let all = endpoints::list(client, &ACCESS).await?;
             if json {
                 output::json(&all)?;
             } else {
@@ -161,7 +161,7 @@ pub async fn run(client: &Client, command: Command, json: bool) -> anyhow::Resul
                 output::table(&["ID", "STATE", "LAST 24H", "EVENT TYPES", "TENANT", "URL"], &rows)?;
             }
         }
-        Command::Show { id } => print(&endpoints::get(client, id).await?, json)?,
+        Command::Show { id } => print(&endpoints::get(client, &ACCESS, id).await?, json)?,
         Command::Update(update) => {
             let change = EndpointUpdate {
                 url: update.url,
@@ -177,15 +177,15 @@ pub async fn run(client: &Client, command: Command, json: bool) -> anyhow::Resul
                 rate_limit: if update.no_rate_limit { Some(None) } else { update.rate_limit.map(Some) },
                 enabled: None,
             };
-            print(&endpoints::update(client, update.id, &change).await?, json)?;
+            print(&endpoints::update(client, &ACCESS, update.id, &change).await?, json)?;
         }
-        Command::Enable { id } => print(&endpoints::set_enabled(client, id, true).await?, json)?,
-        Command::Disable { id } => print(&endpoints::set_enabled(client, id, false).await?, json)?,
+        Command::Enable { id } => print(&endpoints::set_enabled(client, &ACCESS, id, true).await?, json)?,
+        Command::Disable { id } => print(&endpoints::set_enabled(client, &ACCESS, id, false).await?, json)?,
         Command::Rm { id, yes } => {
             if !yes {
                 confirm_delete(client, id).await?;
             }
-            endpoints::delete(client, id).await?;
+            endpoints::delete(client, &ACCESS, id).await?;
             if json {
                 output::json(&serde_json::json!({ "deleted": id }))?;
             } else {
@@ -193,7 +193,7 @@ pub async fn run(client: &Client, command: Command, json: bool) -> anyhow::Resul
             }
         }
         Command::RotateSecret { id } => {
-            let secret = endpoints::rotate_secret(client, id).await?;
+            let secret = endpoints::rotate_secret(client, &ACCESS, id).await?;
             if json {
                 output::json(&serde_json::json!({ "secret": secret, "previous_secret_valid_for": "24h" }))?;
             } else {
@@ -203,7 +203,7 @@ pub async fn run(client: &Client, command: Command, json: bool) -> anyhow::Resul
             }
         }
         Command::Test { id } => {
-            let event = endpoints::ping(client, id).await?;
+            let event = endpoints::ping(client, &ACCESS, id).await?;
             if json {
                 output::json(&serde_json::json!({ "event_id": event }))?;
             } else {
@@ -300,7 +300,7 @@ fn parse_headers(pairs: &[String]) -> anyhow::Result<Value> {
 /// without a terminal, so that a script says `--yes` on purpose.
 async fn confirm_delete(client: &Client, id: Uuid) -> anyhow::Result<()> {
     use std::io::{BufRead, IsTerminal};
-    let endpoint = endpoints::get(client, id).await?;
+    let endpoint = endpoints::get(client, &ACCESS, id).await?;
     let deliveries: i64 = client
         .query_one("select count(*) from postbox.deliveries where endpoint_id = $1", &[&id])
         .await?

@@ -3,7 +3,7 @@
 use clap::Subcommand;
 use tokio_postgres::Client;
 
-use super::output;
+use super::{output, ACCESS};
 use anyhow::Context;
 use postbox::admin::event_types::{self, Description, EventType, NewEventType};
 
@@ -47,14 +47,19 @@ pub async fn run(client: &Client, command: Command, json: bool) -> anyhow::Resul
     match command {
         Command::Add { name, description, example } => {
             let example = example.as_deref().map(parse_example).transpose()?;
-            event_types::register(client, &NewEventType { name: name.clone(), description, example }).await?;
+            event_types::register(
+                client,
+                ACCESS.require_admin()?,
+                &NewEventType { name: name.clone(), description, example },
+            )
+            .await?;
             if json {
                 return output::json(&serde_json::json!({ "registered": name }));
             }
             output::line(format_args!("registered event type {name}"))
         }
         Command::List => {
-            let types = event_types::list(client).await?;
+            let types = event_types::list(client, &ACCESS).await?;
             if json {
                 return output::json(&types);
             }
@@ -63,14 +68,20 @@ pub async fn run(client: &Client, command: Command, json: bool) -> anyhow::Resul
         }
         Command::Describe { name, description, example } => {
             let example = example.as_deref().map(parse_example).transpose()?;
-            let changed = event_types::describe(client, &name, &Description { description, example }).await?;
+            let changed = event_types::describe(
+                client,
+                ACCESS.require_admin()?,
+                &name,
+                &Description { description, example },
+            )
+            .await?;
             if json {
                 return output::json(&changed);
             }
             output::line(format_args!("event type {name} described"))
         }
         Command::Archive { name, undo } => {
-            let changed = event_types::set_archived(client, &name, !undo).await?;
+            let changed = event_types::set_archived(client, ACCESS.require_admin()?, &name, !undo).await?;
             if json {
                 return output::json(&changed);
             }

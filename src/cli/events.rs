@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 use tokio_postgres::Client;
 use uuid::Uuid;
 
-use super::output;
+use super::{output, ACCESS};
 use postbox::admin::{endpoints, status};
 
 #[derive(Debug, Args)]
@@ -107,7 +107,7 @@ pub async fn track(client: &Client, track: Track, json: bool) -> anyhow::Result<
 pub async fn replay(client: &Client, replay: Replay, json: bool) -> anyhow::Result<()> {
     let spinner =
         (!json).then(|| Spinner::start(format!("replaying to {} since {}", replay.endpoint, replay.since)));
-    let result = endpoints::replay(client, replay.endpoint, &replay.since).await;
+    let result = endpoints::replay(client, &ACCESS, replay.endpoint, &replay.since).await;
     drop(spinner);
     let replayed = result?;
     if json {
@@ -128,7 +128,7 @@ pub struct Recover {
 }
 
 pub async fn recover(client: &Client, recover: Recover, json: bool) -> anyhow::Result<()> {
-    let recovered = endpoints::recover(client, recover.endpoint, &recover.since).await?;
+    let recovered = endpoints::recover(client, &ACCESS, recover.endpoint, &recover.since).await?;
     if json {
         output::json(&json!({ "recovered": recovered }))
     } else {
@@ -137,7 +137,7 @@ pub async fn recover(client: &Client, recover: Recover, json: bool) -> anyhow::R
 }
 
 pub async fn status(client: &Client, json: bool) -> anyhow::Result<()> {
-    let s = status::status(client).await?;
+    let s = status::status(client, ACCESS.require_admin()?).await?;
     if json {
         return output::json(&s);
     }

@@ -6,6 +6,7 @@ mod endpoints;
 mod event_types;
 mod events;
 pub mod output;
+mod tenants;
 
 use std::path::PathBuf;
 
@@ -14,10 +15,15 @@ use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 use postbox::{
+    admin::Access,
     config::Settings,
     db::{self, schema},
     telemetry::LogFormat,
 };
+
+/// The CLI connects with the database's own credentials, so it acts as an
+/// admin: it sees every tenant.
+const ACCESS: Access = Access::Admin;
 
 #[derive(Debug, Parser)]
 #[command(name = "postbox", version, about = "A Postgres-native outbox relay for outgoing webhooks")]
@@ -68,6 +74,9 @@ pub enum Command {
     Replay(events::Replay),
     /// Send an endpoint's failed deliveries since a time again (not the successes)
     Recover(events::Recover),
+    /// Tenant tokens: a portal that sees one tenant's endpoints and deliveries
+    #[command(subcommand)]
+    Tenants(tenants::Command),
     /// Write an event into the outbox
     Emit(events::Emit),
     /// Emit created/updated/destroyed events from a table's rows
@@ -100,6 +109,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::EventTypes(command) => event_types::run(&connect(&settings).await?, command, cli.json).await,
         Command::Replay(replay) => events::replay(&connect(&settings).await?, replay, cli.json).await,
         Command::Recover(recover) => events::recover(&connect(&settings).await?, recover, cli.json).await,
+        Command::Tenants(command) => tenants::run(&connect(&settings).await?, command, cli.json).await,
         Command::Emit(emit) => events::emit(&connect(&settings).await?, emit, cli.json).await,
         Command::Track(track) => events::track(&connect(&settings).await?, track, cli.json).await,
         Command::Status => events::status(&connect(&settings).await?, cli.json).await,

@@ -59,6 +59,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "rate_limit",
         sql: include_str!("../../sql/migrations/0011_rate_limit.sql"),
     },
+    Migration {
+        version: 12,
+        name: "tenant_tokens",
+        sql: include_str!("../../sql/migrations/0012_tenant_tokens.sql"),
+    },
 ];
 
 /// Key for `pg_advisory_xact_lock`: "postbox" in ASCII.

@@ -81,15 +81,20 @@ async fn round_if_leader(
     done.map(Some)
 }
 
-/// Adds attempt partitions for the next days; with a non-zero `period`, drops
-/// the days of attempts it has outlived (whole partitions, before the row
-/// deletes, which then find nothing there) and prunes finished events.
+/// Adds attempt partitions for the next days and deletes tenant tokens a day
+/// after they expired (until then, one still in use is refused as expired,
+/// not unknown); with a non-zero `period`, drops the days of attempts it has
+/// outlived (whole partitions, before the row deletes, which then find nothing
+/// there) and prunes finished events.
 pub async fn round(
     client: &Client,
     period: Duration,
     shutdown: &CancellationToken,
 ) -> Result<Round, tokio_postgres::Error> {
     client.execute("select postbox.add_attempt_partitions($1)", &[&DAYS_AHEAD]).await?;
+    client
+        .execute("delete from postbox.tenant_tokens where expires_at < now() - interval '1 day'", &[])
+        .await?;
     if period.is_zero() {
         return Ok(Round::default());
     }

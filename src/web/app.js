@@ -1,5 +1,7 @@
 // postbox admin page: endpoints, deliveries with every attempt, event types,
-// and a live view of the backlog. Plain DOM, no framework, no CDN.
+// and a live view of the backlog. Plain DOM, no framework, no CDN. With a
+// tenant token it is that tenant's portal: its endpoints, their deliveries
+// and attempts, and the event type catalog to read; nothing of the relay's.
 //
 // Everything shown comes from /api/v1 and may hold untrusted text (payloads,
 // response bodies, headers), so the page only ever sets textContent: `h()`
@@ -8,6 +10,19 @@
 
 const TOKEN_KEY = "postbox.token";
 const REFRESH_MS = 2000;
+
+// An app links its users here as /?token=…: the token goes out of the URL
+// before anything else happens (so that no history entry, bookmark or
+// Referer keeps it) and into this tab's session storage, like a sign-in.
+(function takeTokenFromUrl() {
+  const params = new URLSearchParams(location.search);
+  if (!params.has("token")) return;
+  const token = params.get("token");
+  params.delete("token");
+  const query = params.toString();
+  history.replaceState(null, "", `${location.pathname}${query ? `?${query}` : ""}${location.hash}`);
+  if (token) sessionStorage.setItem(TOKEN_KEY, token);
+})();
 
 // ---------------------------------------------------------------- helpers
 
@@ -144,6 +159,29 @@ async function api(method, path, body) {
   return data;
 }
 
+// ---------------------------------------------------------------- scope
+
+/** What the token may do ({scope: "admin"} or {scope: "tenant", tenant, expires_at}), and for which token. */
+let access = null;
+let accessToken = null;
+
+function isTenant() {
+  return access?.scope === "tenant";
+}
+
+/** Asks the API once per token, and shows the page for that scope. */
+async function loadAccess() {
+  const token = sessionStorage.getItem(TOKEN_KEY);
+  if (access && accessToken === token) return;
+  access = await api("GET", "/access");
+  accessToken = token;
+  // A tenant's portal: no overview (the relay's backlog is not theirs).
+  for (const link of document.querySelectorAll("nav a[data-admin-only]")) link.hidden = isTenant();
+  const scope = document.getElementById("scope");
+  scope.hidden = !isTenant();
+  scope.textContent = isTenant() ? `Tenant ${access.tenant} · until ${when(access.expires_at)}` : "";
+}
+
 // ---------------------------------------------------------------- login
 
 function showLogin(reason) {
@@ -162,7 +200,7 @@ function showLogin(reason) {
       },
     },
     h("h2", {}, "Sign in"),
-    h("p", {}, "The admin API needs the relay's bearer token (", h("code", {}, "admin.token"), ")."),
+    h("p", {}, "The admin API needs the relay's bearer token (", h("code", {}, "admin.token"), ") or a tenant token."),
     // First visit: just the prompt. A refused token, or a relay that has no
     // token to check against (off loopback), says why.
     sessionStorage.getItem(TOKEN_KEY) || /admin\.token is not set/.test(reason || "")
@@ -339,7 +377,8 @@ function newEndpointForm(types, message) {
     h("h2", {}, "New endpoint"),
     h("label", {}, "URL", url),
     h("fieldset", {}, h("legend", {}, "Event types"), boxes),
-    h("div", { class: "row" }, h("label", {}, "Tenant", tenant), h("label", {}, "Description", description),
+    // A tenant's endpoints are its own: the server sets the tenant.
+    h("div", { class: "row" }, isTenant() ? null : h("label", {}, "Tenant", tenant), h("label", {}, "Description", description),
       h("label", {}, "Rate limit (requests/s, all relays)", rateLimit)),
     h("label", {}, "Filter (JSON the payload must contain)", filter),
     h("button", { type: "submit", id: "create-endpoint" }, "Create endpoint"),
@@ -473,7 +512,7 @@ async function deliveries() {
     h("label", {}, "Endpoint", select("endpoint_id", endpointList.map((e) => [e.id, e.url]))),
     h("label", {}, "Status", select("status", ["pending", "succeeded", "failed", "cancelled"].map((s) => [s, s]))),
     h("label", {}, "Event type", select("event_type", types.map((t) => [t.name, t.name]))),
-    h("label", {}, "Tenant", h("input", { name: "tenant", value: params.get("tenant") || "" })),
+    isTenant() ? h("input", { type: "hidden", name: "tenant", value: "" }) : h("label", {}, "Tenant", h("input", { name: "tenant", value: params.get("tenant") || "" })),
     h("label", {}, "Since", h("input", { name: "since", type: "datetime-local", value: sinceValue ? localInput(sinceValue) : "" })),
     h("label", {}, "Event or delivery id", h("input", { name: "lookup", id: "filter-lookup", placeholder: "webhook-id or delivery id", size: 36 })),
     h("input", { type: "hidden", name: "event_id", value: params.get("event_id") || "" }),
@@ -614,7 +653,7 @@ async function eventTypes() {
   setMain(
     h("h1", {}, "Event types"),
     message,
-    eventTypeForm(message),
+    isTenant() ? null : eventTypeForm(message),
     h("table", { id: "event-types", class: "list" },
       h("thead", {}, h("tr", {}, ["Name", "Description and example payload", "Deliveries, last 24 h", ""].map((t) => h("th", {}, t)))),
       h("tbody", {}, types.map((t) =>
@@ -622,7 +661,7 @@ async function eventTypes() {
           h("td", {}, h("code", {}, t.name), t.archived ? [" ", badge("archived")] : null),
           h("td", {}, t.description || "", t.example ? h("pre", { class: "example" }, JSON.stringify(t.example, null, 2)) : null),
           h("td", { class: "number" }, t.deliveries_24h.toLocaleString()),
-          h("td", {}, h("a", { href: `#/deliveries?event_type=${encodeURIComponent(t.name)}` }, "deliveries"), " · ", toggle(t)))))),
+          h("td", {}, h("a", { href: `#/deliveries?event_type=${encodeURIComponent(t.name)}` }, "deliveries"), isTenant() ? null : [" · ", toggle(t)]))))),
   );
 }
 
@@ -692,14 +731,17 @@ async function route() {
   stopTimers();
   const [path] = location.hash.replace(/^#/, "").split("?");
   const parts = path.split("/").filter(Boolean);
-  const view = parts[0] || "overview";
-  for (const link of document.querySelectorAll("nav a")) link.classList.toggle("active", link.dataset.view === view);
   document.getElementById("sign-out").hidden = !sessionStorage.getItem(TOKEN_KEY);
   try {
+    await loadAccess();
+    // A tenant starts at its endpoints: the overview is the relay's.
+    const view = parts[0] || (isTenant() ? "endpoints" : "overview");
+    for (const link of document.querySelectorAll("nav a")) link.classList.toggle("active", link.dataset.view === view);
     if (view === "endpoints") await endpoints();
     else if (view === "deliveries" && parts[1]) await deliveryDetail(decodeURIComponent(parts[1]));
     else if (view === "deliveries") await deliveries();
     else if (view === "event-types") await eventTypes();
+    else if (isTenant()) await endpoints();
     else await overview();
   } catch (err) {
     report(err);
@@ -709,6 +751,7 @@ async function route() {
 document.addEventListener("DOMContentLoaded", () => {
   document.getElementById("sign-out").addEventListener("click", () => {
     sessionStorage.removeItem(TOKEN_KEY);
+    access = null;
     route();
   });
   window.addEventListener("hashchange", route);

@@ -384,7 +384,8 @@ async fn history_shows_an_incident_that_happened_before_anyone_looked() {
         ))
         .await
         .unwrap();
-    let hour = postbox::admin::status::history(&app.sql, "1h").await.unwrap();
+    let admin = postbox::admin::Access::Admin.require_admin().unwrap();
+    let hour = postbox::admin::status::history(&app.sql, admin, "1h").await.unwrap();
     assert_eq!(hour.bucket_seconds, 60);
     assert!((60..=62).contains(&hour.points.len()), "{} points", hour.points.len());
     let failed: i64 = hour.points.iter().map(|p| p.failed).sum();
@@ -392,9 +393,9 @@ async fn history_shows_an_incident_that_happened_before_anyone_looked() {
     let incident = hour.points.iter().position(|p| p.failed == 5).unwrap();
     assert!(hour.points[..incident].iter().all(|p| p.backlog == 0), "no backlog before it");
     assert!(hour.points[incident..].iter().all(|p| p.backlog == 5), "five pending since");
-    let day = postbox::admin::status::history(&app.sql, "24h").await.unwrap();
+    let day = postbox::admin::status::history(&app.sql, admin, "24h").await.unwrap();
     assert_eq!(day.bucket_seconds, 900);
     assert_eq!(day.points.iter().map(|p| p.failed).sum::<i64>(), 5);
-    let err = postbox::admin::status::history(&app.sql, "1y").await.unwrap_err();
+    let err = postbox::admin::status::history(&app.sql, admin, "1y").await.unwrap_err();
     assert!(err.to_string().contains("expected 1h or 24h"), "{err}");
 }

@@ -20,8 +20,9 @@ async fn a_deeply_nested_payload_is_delivered_byte_for_byte() {
 
     // And it can still be inspected (CLI, API and web page share this).
     let id = app.sql.query_one("select id from postbox.deliveries", &[]).await.unwrap().get(0);
-    let detail =
-        postbox::admin::deliveries::get(&app.sql, id).await.expect("a deep payload can be inspected");
+    let detail = postbox::admin::deliveries::get(&app.sql, &postbox::admin::Access::Admin, id)
+        .await
+        .expect("a deep payload can be inspected");
     assert_eq!(detail.payload, serde_json::Value::Null, "too deep to parse, said so");
     assert_eq!(detail.request_body, body, "the request body as sent");
     assert_eq!(detail.attempts.len(), 1);

@@ -48,7 +48,7 @@ async fn migrate_installs_then_reports_up_to_date() {
     let first = postbox(&["migrate"], &[("DATABASE_URL", &db.url)]);
     assert!(first.status.success(), "{}", stderr(&first));
     assert!(
-        stdout(&first).contains("applied migrations [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]"),
+        stdout(&first).contains("applied migrations [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]"),
         "{}",
         stdout(&first)
     );
@@ -454,7 +454,13 @@ async fn deliveries_are_found_by_the_event_id_a_receiver_saw() {
     assert_eq!(found.len(), 2, "one per endpoint");
     assert!(found.iter().all(|d| d["event_id"] == wanted.to_string()));
     let filter = postbox::admin::deliveries::Filter { event_id: Some(wanted), ..Default::default() };
-    assert_eq!(postbox::admin::deliveries::list(&app.sql, &filter).await.unwrap().len(), 2);
+    assert_eq!(
+        postbox::admin::deliveries::list(&app.sql, &postbox::admin::Access::Admin, &filter)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
 }
 
 /// Recover sends the failed deliveries again, not the successes; the same

@@ -26,6 +26,7 @@ mod roles;
 mod schema;
 mod sql_functions;
 mod support;
+mod tenants;
 mod triggers;
 mod trust;
 mod wakeup;

@@ -111,6 +111,20 @@ async fn cancelling_or_deleting_a_head_lets_the_next_one_go() {
     }
     app.dispatch().await;
     assert_eq!(held(&app).await, ["k2", "k3"]);
+    let client = app.pool.get().await.unwrap();
+    let listed =
+        postbox::admin::deliveries::list(&client, &postbox::admin::Access::Admin, &Default::default())
+            .await
+            .unwrap();
+    let waiting: Vec<String> = listed.iter().filter_map(|d| d.waiting.clone()).collect();
+    assert!(
+        waiting
+            .iter()
+            .filter(|w| w.starts_with("waiting: behind an earlier delivery of ordering key k"))
+            .count()
+            == 2,
+        "held deliveries say what they wait for: {waiting:?}"
+    );
 
     // By hand, as an operator would: the trigger moves the queue on.
     app.sql

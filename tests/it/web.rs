@@ -186,12 +186,132 @@ async fn the_page_is_served_with_a_strict_content_security_policy() {
         let header = |name: &str| response.headers()[name].to_str().unwrap().to_owned();
         assert!(header("content-type").starts_with(content_type), "{path}");
         assert!(header("content-security-policy").contains("script-src 'self'"), "{path}");
+        assert!(header("content-security-policy").ends_with("frame-ancestors 'none'"), "no framing: {path}");
         assert_eq!(header("x-content-type-options"), "nosniff");
+        assert_eq!(
+            header("referrer-policy"),
+            "no-referrer",
+            "a portal link's token never leaves in a Referer"
+        );
     }
     // No third-party assets: the page works without internet.
     let html = reqwest::get(format!("{base}/")).await.unwrap().text().await.unwrap();
     assert!(!html.contains("://"), "the page loads nothing from elsewhere");
+    relay.stop().await;
 
+    // An app that embeds its tenants' portal names its origin.
+    let settings = test_settings(&app.db.url, &[("POSTBOX_ADMIN__FRAME_ANCESTORS", "https://app.example")]);
+    let relay = InProcessRelay::start(settings).await;
+    let response = reqwest::get(format!("{}/", relay.base)).await.unwrap();
+    let policy = response.headers()["content-security-policy"].to_str().unwrap().to_owned();
+    assert!(policy.ends_with("frame-ancestors https://app.example"), "{policy}");
+    relay.stop().await;
+}
+
+/// An app links a tenant's users to `/?token=…`: the page takes the token out
+/// of the URL and shows that tenant's endpoints, deliveries and attempts, and
+/// nothing of another tenant's, of the global endpoints or of the relay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_opens_its_portal_from_a_link_and_sees_only_its_own() {
+    let app = TestApp::new().await;
+    app.register("order.created").await;
+    let receiver = Receiver::start().await;
+    for (path, tenant, description) in [
+        ("/acme-hooks", Some("acme"), "acme's hooks"),
+        ("/globex-hooks", Some("globex"), "globex's private hooks"),
+        ("/global-hooks", None, "everyone's hooks"),
+    ] {
+        app.sql
+            .execute(
+                "insert into postbox.endpoints (url, event_types, tenant, description, secret)
+                 values ($1, '{*}', $2, $3, postbox.generate_secret())",
+                &[&receiver.url(path), &tenant, &description],
+            )
+            .await
+            .unwrap();
+    }
+    for tenant in ["acme", "globex"] {
+        app.sql
+            .execute("select postbox.emit('order.created', '{\"id\": 1}', tenant => $1)", &[&tenant])
+            .await
+            .unwrap();
+    }
+    let relay = InProcessRelay::start(test_settings(&app.db.url, &[("POSTBOX_ADMIN__TOKEN", TOKEN)])).await;
+    let succeeded = "select count(*) from postbox.deliveries where status = 'succeeded'";
+    app.wait_for_count(succeeded, 4, Duration::from_secs(15)).await;
+    let minted = reqwest::Client::new()
+        .post(format!("{}/api/v1/tenant-tokens", relay.base))
+        .bearer_auth(TOKEN)
+        .header("content-type", "application/json")
+        .body(json!({"tenant": "acme"}).to_string())
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let minted: serde_json::Value = serde_json::from_str(&minted).unwrap();
+    let token = minted["token"].as_str().unwrap();
+
+    let browser = Browser::start().await;
+    browser.goto(&format!("{}/?token={token}", relay.base)).await;
+    browser.wait_for("#endpoints tr[data-endpoint]").await;
+    let url = browser.script("return location.href", json!([])).await;
+    assert!(!url.as_str().unwrap().contains(token) && !url.as_str().unwrap().contains("token="), "{url}");
+    assert_eq!(
+        browser.script("return sessionStorage.getItem('postbox.token')", json!([])).await,
+        json!(token)
+    );
+    let foreign = ["/globex-hooks", "globex's private hooks", "/global-hooks", "everyone's hooks"];
+    let shown = page_text(&browser).await;
+    assert!(shown.contains(&receiver.url("/acme-hooks")) && shown.contains("acme's hooks"), "{shown}");
+    for text in foreign {
+        assert!(!shown.contains(text), "the portal shows {text:?}:\n{shown}");
+    }
+    assert!(browser.text("#scope").await.starts_with("Tenant acme"));
+    let overview_hidden =
+        browser.script("return document.querySelector('nav a[data-view=overview]').hidden", json!([])).await;
+    assert_eq!(overview_hidden, json!(true), "the relay's overview is not the tenant's");
+    assert_eq!(browser.script("return document.getElementById('new-tenant')", json!([])).await, json!(null));
+
+    // Its deliveries, and each one's attempts; nobody else's.
+    browser.click("nav a[data-view=deliveries]").await;
+    browser.wait_for("#deliveries tr[data-delivery]").await;
+    let rows = browser
+        .script("return document.querySelectorAll('#deliveries tr[data-delivery]').length", json!([]))
+        .await;
+    assert_eq!(rows, json!(1), "acme's one delivery");
+    let shown = page_text(&browser).await;
+    for text in foreign {
+        assert!(!shown.contains(text), "the deliveries show {text:?}:\n{shown}");
+    }
+    browser.click("#deliveries tr[data-delivery]").await;
+    browser.wait_for(".attempt .response-status").await;
+    assert_eq!(browser.text(".attempt .response-status").await, "HTTP 200");
+
+    // The catalog, to read.
+    browser.click("nav a[data-view=event-types]").await;
+    browser.wait_for("#event-types tr[data-event-type='order.created']").await;
+    let writable = browser
+        .script("return [document.getElementById('new-event-type'), document.querySelector('#event-types button.archive')]", json!([]))
+        .await;
+    assert_eq!(writable, json!([null, null]), "no forms for what a tenant may not change");
+
+    // A new endpoint from the portal is the tenant's.
+    browser.click("nav a[data-view=endpoints]").await;
+    browser.fill("#new-url", &receiver.url("/acme-more")).await;
+    browser.click("#create-endpoint").await;
+    browser.wait_for("#secret-once").await;
+    let tenant: Option<String> = app
+        .sql
+        .query_one("select tenant from postbox.endpoints where url = $1", &[&receiver.url("/acme-more")])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(tenant.as_deref(), Some("acme"));
+    browser.screenshot("tenant-portal").await;
+
+    browser.close().await;
     relay.stop().await;
 }
 
@@ -292,4 +412,9 @@ async fn the_overview_shows_an_incident_from_before_the_page_was_opened() {
     // answer above is what the page shows.)
     browser.close().await;
     relay.stop().await;
+}
+
+async fn page_text(browser: &Browser) -> String {
+    let text = browser.script("return document.body.innerText", json!([])).await;
+    text.as_str().unwrap_or_default().to_owned()
 }

@@ -110,13 +110,9 @@ impl Receiver {
     }
 
     /// Answers unscripted requests whose body contains `needle` with `reply`
-    /// (the first rule that matches), until [`Receiver::clear_rules`].
+    /// (the first rule that matches).
     pub fn answer_when(&self, needle: &str, reply: Reply) {
         self.rules.lock().unwrap().push((needle.to_owned(), reply));
-    }
-
-    pub fn clear_rules(&self) {
-        self.rules.lock().unwrap().clear();
     }
 
     /// Answers the next requests with these replies, in order; then the default.
