@@ -191,7 +191,8 @@ impl Relay {
             let wakeup = Wakeup::default();
             let deliverer = Arc::new(
                 Deliverer::new(pool.clone(), sender, settings.deliverer_config(), Arc::clone(&metrics))
-                    .watched_by(Arc::clone(&liveness)),
+                    .watched_by(Arc::clone(&liveness))
+                    .rings_on_events(wakeup.dispatcher.clone()),
             );
             let dispatcher =
                 Dispatcher::new(pool.clone(), settings.dispatcher_config(), Arc::clone(&metrics))

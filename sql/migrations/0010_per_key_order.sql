@@ -43,15 +43,26 @@ comment on column postbox.deliveries.held is
 create index deliveries_ordering_idx on postbox.deliveries (endpoint_id, ordering_key, outbox_id)
     where status = 'pending' and ordering_key is not null;
 
--- Makes due the head of each of these queues that is still held, and returns
--- how many. Whoever changes a queue calls this after its change, within its
--- transaction: the lock serializes them per queue until commit, and the query
--- after it reads with a snapshot taken once the lock is held (read committed:
--- each statement in a function takes a new one). So a delivery created behind
--- a head and that head ending at the same moment cannot miss each other:
--- the second to take the lock sees the first's commit. Locks are taken in one
--- order, so two callers cannot deadlock on them; a head another transaction
--- is changing right now is skipped (that one calls this too, after it).
+-- The queues with a delivery going out: pending and not held (due, in
+-- flight, or waiting to retry). At most one per queue, so this stays small.
+create index deliveries_ordering_active_idx on postbox.deliveries (endpoint_id, ordering_key)
+    where status = 'pending' and ordering_key is not null and not held;
+
+-- Makes due the head of each of these queues that is still held, when no
+-- other delivery of its queue is going out, and returns how many. Whoever
+-- changes a queue calls this after its change, within its transaction: the
+-- lock serializes them per queue until commit, and the query after it reads
+-- with a snapshot taken once the lock is held (read committed: each statement
+-- in a function takes a new one). So a delivery created behind a head and
+-- that head ending at the same moment cannot miss each other: the second to
+-- take the lock sees the first's commit.
+--
+-- The locks are one of 64 buckets per endpoint and key, taken in order: a
+-- bounded number per transaction however many keys it touches (the lock
+-- table is shared by the whole server), and no deadlock between two callers.
+-- A head another transaction is changing right now is skipped (that one calls
+-- this too, after it). Endpoints are read FOR SHARE, so a pause or resume
+-- committing meanwhile is seen, not missed.
 create function postbox.advance_ordered_queues(endpoint_ids uuid[], ordering_keys text[]) returns int
 language plpgsql
 set search_path = pg_catalog, pg_temp
@@ -63,8 +74,8 @@ begin
         return 0;
     end if;
     -- 1885499243: "pbok" in ASCII, postbox's advisory lock class for queues.
-    perform pg_advisory_xact_lock(1885499243, q.lock_key)
-    from (select distinct hashtext(p.endpoint_id::text || '/' || p.ordering_key) as lock_key
+    perform pg_advisory_xact_lock(1885499243, q.bucket)
+    from (select distinct abs(hashtext(p.endpoint_id::text || '/' || p.ordering_key) % 64) as bucket
           from unnest(endpoint_ids, ordering_keys) as p(endpoint_id, ordering_key)
           where p.ordering_key is not null
           order by 1) q;
@@ -87,21 +98,35 @@ begin
             limit 1
         ) head
         where head.held
+          and not exists (
+              select 1
+              from postbox.deliveries going
+              where going.endpoint_id = q.endpoint_id
+                and going.ordering_key = q.ordering_key
+                and going.status = 'pending'
+                and going.ordering_key is not null
+                and not going.held)
     ),
     free as (
-        select d.id
+        select d.id, d.endpoint_id, d.created_at
         from postbox.deliveries d
         where d.id in (select h.id from heads h)
           and d.held
         for no key update of d skip locked
+    ),
+    endpoint as (
+        select e.id, e.enabled
+        from postbox.endpoints e
+        where e.id in (select f.endpoint_id from free f)
+        for share of e
     )
     update postbox.deliveries d
     set held = false,
         -- Due as of its creation: the claim takes the earliest first.
-        next_attempt_at = case when e.enabled then least(now(), d.created_at) else 'infinity' end
-    from free f, postbox.endpoints e
+        next_attempt_at = case when e.enabled then least(now(), f.created_at) else 'infinity' end
+    from free f, endpoint e
     where d.id = f.id
-      and e.id = d.endpoint_id;
+      and e.id = f.endpoint_id;
     get diagnostics advanced = row_count;
     if advanced > 0 then
         perform pg_notify('postbox', 'deliveries');
@@ -494,6 +519,25 @@ begin
         updated_at = now()
     where d.id = delivery;
     perform pg_notify('postbox', 'deliveries');
+end;
+$$;
+
+-- A relay's own writes to the outbox (operational events, from the statement
+-- that records attempts) ring no relay: that relay rings its own dispatcher.
+-- The statement trigger fires even when such a statement inserts no row, and
+-- a NOTIFY on every recorded batch woke every relay's dispatcher for nothing.
+create or replace function postbox.outbox_wake_relays() returns trigger
+language plpgsql
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+    if current_setting('postbox.relay_writes', true) = 'on' then
+        return null;
+    end if;
+    if exists (select 1 from postbox.wakeup w where w.notify and w.busy_until < now()) then
+        perform pg_notify('postbox', 'outbox');
+    end if;
+    return null;
 end;
 $$;
 

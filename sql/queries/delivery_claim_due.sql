@@ -7,6 +7,16 @@
 with busy as (
     select * from unnest($4::uuid[], $5::int[]) as b(endpoint_id, free)
 ),
+-- Rate-limited endpoints with no permit free right now, and when the next is.
+paced as materialized (
+    select p.endpoint_id,
+           p.next_free - (greatest(e.rate_limit / 2, 1) - 1) * (interval '1 second' / e.rate_limit) as next_permit_at
+    from postbox.endpoint_pace p
+    join postbox.endpoints e on e.id = p.endpoint_id
+    where e.rate_limit is not null
+      and p.next_free - (greatest(e.rate_limit / 2, 1) - 1) * (interval '1 second' / e.rate_limit)
+          > clock_timestamp()
+),
 -- The head of the due queue, straight off the index: no joins here, so the
 -- planner keeps the ordered index scan with its limit. Deliveries of disabled
 -- endpoints are parked at 'infinity' and never due; endpoints this relay has
@@ -18,6 +28,8 @@ candidate as (
       and d.next_attempt_at <= now()
       and (d.leased_until is null or d.leased_until < now())
       and d.endpoint_id <> all (array(select b.endpoint_id from busy b where b.free <= 0))
+      -- Their backlog must not fill this scan and starve other endpoints.
+      and d.endpoint_id <> all (array(select p.endpoint_id from paced p))
     order by d.next_attempt_at
     limit $1::int8 * 4
 ),
@@ -35,12 +47,19 @@ within_cap as materialized (
 ),
 -- Endpoints with a rate limit take permits from their shared pace, one per
 -- request, for as many as they would send; the rest stay due for a later
--- claim. Once per endpoint (materialized: the call has effects).
-permits as materialized (
-    select w.endpoint_id, w.wanted, t.granted, t.next_permit_at
-    from (select w.endpoint_id, count(*)::int as wanted from within_cap w group by w.endpoint_id) w
+-- claim. Once per endpoint (materialized: the call has effects), in
+-- endpoint order, so that two claims lock paces in one order (no deadlock).
+limited as materialized (
+    select w.endpoint_id, e.rate_limit, count(*)::int as wanted
+    from within_cap w
     join postbox.endpoints e on e.id = w.endpoint_id and e.rate_limit is not null
-    cross join lateral postbox.take_permits(w.endpoint_id, e.rate_limit, w.wanted) t
+    group by w.endpoint_id, e.rate_limit
+    order by w.endpoint_id
+),
+permits as materialized (
+    select l.endpoint_id, l.wanted, t.granted, t.next_permit_at
+    from limited l
+    cross join lateral postbox.take_permits(l.endpoint_id, l.rate_limit, l.wanted) t
 ),
 within_rate as (
     select w.id, w.next_attempt_at
@@ -95,9 +114,10 @@ returning d.id,
 -- the deliverer claims again then. On every row, and on a row of its own
 -- (no id) when nothing was claimed.
 pace as (
-    select extract(epoch from min(p.next_permit_at) - clock_timestamp())::float8 as rate_wait
-    from permits p
-    where p.granted < p.wanted
+    select extract(epoch from min(w.next_permit_at) - clock_timestamp())::float8 as rate_wait
+    from (select p.next_permit_at from permits p where p.granted < p.wanted
+          union all
+          select p.next_permit_at from paced p) w
 )
 select c.*, pace.rate_wait
 from pace

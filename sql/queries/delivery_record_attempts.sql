@@ -30,7 +30,13 @@ settled as (
     where d.id = r.delivery_id
       and d.lease_token = r.lease_token
       and e.id = d.endpoint_id
-    returning d.id, d.endpoint_id, d.event_id
+    returning d.id, d.endpoint_id, d.event_id, d.ordering_key is not null and d.status <> 'pending' as ended_in_order
+),
+-- The relay's own outbox inserts below wake no relay through NOTIFY (their
+-- statement trigger fires even for none): this relay rings its own
+-- dispatcher when it emitted events. Local to this transaction.
+quiet as (
+    select set_config('postbox.relay_writes', 'on', true) as relay_writes
 ),
 inserted as (
     insert into postbox.attempts (delivery_id, attempt_number, started_at, duration_ms, request_headers,
@@ -109,6 +115,9 @@ exhausted_events as (
     returning 1
 )
 select (select count(*) from inserted) as recorded,
+       -- Keyed deliveries that ended: the next of each key is due now.
+       (select count(*) from settled s where s.ended_in_order) as queues_moved,
+       (select q.relay_writes from quiet q) as relay_writes,
        (select count(*) from endpoint_events) + (select count(*) from exhausted_events) as operational_events,
        array(select c.id from changed c where c.was_enabled and not c.enabled) as disabled,
        array(select c.disabled_reason from changed c where c.was_enabled and not c.enabled) as reasons

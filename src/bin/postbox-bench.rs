@@ -9,7 +9,10 @@
 //! (3) a backlog drained through `postbox run` to a local receiver; (4) writers
 //! and the relay together, flat out and at a steady offered rate;
 //! (5) commit-to-receipt latency at a steady rate;
-//! (6) the relay's peak memory while it works through the backlog.
+//! (6) the relay's peak memory while it works through the backlog;
+//! (7) what per-key ordering and rate limits cost: the drain with ordering
+//! keys (1, 100, 10k distinct), and with every endpoint rate-limited (far
+//! above what it gets, then at a limit it must hold).
 //! `--endpoints N` fans every event out to N endpoints at the receiver;
 //! `--tenants N` adds an endpoint per tenant and spreads the drain over them.
 
@@ -75,6 +78,15 @@ struct Args {
     /// spread over the tenants, so each also goes to its tenant's endpoint
     #[arg(long, default_value_t = 0)]
     tenants: u64,
+    /// Distinct ordering keys for the keyed drains of phase (7)
+    #[arg(long, value_delimiter = ',', default_values_t = [1u64, 100, 10_000])]
+    ordering_keys: Vec<u64>,
+    /// Events in each keyed or rate-limited drain of phase (7)
+    #[arg(long, default_value_t = 20_000)]
+    semantics_events: u64,
+    /// The limit (requests/s per endpoint) that phase (7) checks is held
+    #[arg(long, default_value_t = 2_000)]
+    rate_limit: u64,
     /// Run only these phases, e.g. `--only drain,latency` (default: all).
     /// Ratios need the phase they compare with.
     #[arg(long, value_enum, value_delimiter = ',')]
@@ -93,6 +105,8 @@ enum Phase {
     Sustained,
     /// (5) commit-to-receipt latency
     Latency,
+    /// (7) drains with ordering keys and with rate limits
+    Semantics,
 }
 
 impl Args {
@@ -267,7 +281,11 @@ impl Bench {
             self.sql("update postbox.wakeup set busy_until = '-infinity'; truncate postbox.outbox cascade; truncate public.bench_plain").await?;
         }
 
-        if !(args.runs(Phase::Drain) || args.runs(Phase::Sustained) || args.runs(Phase::Latency)) {
+        if !(args.runs(Phase::Drain)
+            || args.runs(Phase::Sustained)
+            || args.runs(Phase::Latency)
+            || args.runs(Phase::Semantics))
+        {
             return Ok(report);
         }
         if args.runs(Phase::Drain) {
@@ -275,6 +293,7 @@ impl Bench {
             self.insert_backlog(args.events).await?;
         }
         let mut relay = self.start_relay()?;
+        let mut drain_rate = None;
         if args.runs(Phase::Drain) {
             let started = Instant::now();
             let drain_fan_out = self.fan_out + u64::from(self.tenants > 0);
@@ -282,6 +301,7 @@ impl Bench {
                 .wait_received(args.events * drain_fan_out, Some(relay.id()), Duration::from_secs(600))
                 .await?;
             let drain = args.events as f64 / started.elapsed().as_secs_f64();
+            drain_rate = Some(drain);
             report.add(
                 "drain_events_per_s",
                 "(3) backlog drain through the relay",
@@ -370,8 +390,75 @@ impl Bench {
                 report.add(key, label, quantile(&latencies, q), "ms", None);
             }
         }
+        if args.runs(Phase::Semantics) {
+            self.semantics(args, drain_rate, &mut report).await?;
+        }
         stop(&mut relay);
         Ok(report)
+    }
+
+    /// (7): the drain again with ordering keys, then with every endpoint
+    /// rate-limited: far above what it gets (the permits' own cost), and at
+    /// `--rate-limit` (whether the limit is held, and used).
+    async fn semantics(&self, args: &Args, drain: Option<f64>, report: &mut Report) -> anyhow::Result<()> {
+        let events = args.semantics_events;
+        let deliveries = events * self.fan_out;
+        for &keys in &args.ordering_keys {
+            eprintln!("(7) drain of {events} events with {keys} ordering keys ...");
+            let rate = self.timed_drain(events, deliveries, Some(keys)).await?;
+            report.add(
+                &format!("ordered_drain_{keys}_keys_events_per_s"),
+                &format!("(7a) drain, {keys} ordering keys"),
+                rate,
+                "events/s",
+                ratio(rate, drain, "3"),
+            );
+        }
+        self.sql("update postbox.endpoints set rate_limit = 1000000").await?;
+        eprintln!("(7) drain of {events} events, endpoints limited to 1M requests/s ...");
+        let rate = self.timed_drain(events, deliveries, None).await?;
+        report.add(
+            "rate_limited_drain_events_per_s",
+            "(7b) drain, endpoints rate-limited (1M/s)",
+            rate,
+            "events/s",
+            ratio(rate, drain, "3"),
+        );
+        let limit = args.rate_limit;
+        self.sql(&format!("update postbox.endpoints set rate_limit = {limit}")).await?;
+        let held = (limit * 10).min(events);
+        eprintln!("(7) {held} events, endpoints limited to {limit} requests/s ...");
+        // Each event is one request to each endpoint.
+        let per_endpoint = self.timed_drain(held, held * self.fan_out, None).await?;
+        report.add(
+            "rate_limit_held_requests_per_s",
+            &format!("(7c) requests/s per endpoint at a limit of {limit}/s"),
+            per_endpoint,
+            "requests/s",
+            Some((per_endpoint / limit as f64, "limit")),
+        );
+        self.sql("update postbox.endpoints set rate_limit = null").await?;
+        Ok(())
+    }
+
+    /// Inserts `events` (keyed over `keys` distinct ordering keys) for the
+    /// running relay and returns events/s until `deliveries` more arrived.
+    async fn timed_drain(&self, events: u64, deliveries: u64, keys: Option<u64>) -> anyhow::Result<f64> {
+        let before = self.received.count.load(Ordering::Relaxed);
+        db::connect(&self.url)
+            .await?
+            .execute(
+                "insert into postbox.outbox (event_type, payload, ordering_key)
+                 select 'bench.event', jsonb_build_object('n', n, 'text', 'lorem ipsum dolor sit amet'),
+                        case when $2::int8 > 0 then 'k' || n % $2::int8 end
+                 from generate_series(1, $1::int8) as n",
+                &[&(events as i64), &(keys.unwrap_or(0) as i64)],
+            )
+            .await?;
+        // One statement: the relay sees none of them before this.
+        let started = Instant::now();
+        self.wait_received(before + deliveries, None, Duration::from_secs(900)).await?;
+        Ok(events as f64 / started.elapsed().as_secs_f64())
     }
 
     async fn sql(&self, statements: &str) -> anyhow::Result<()> {

@@ -58,7 +58,9 @@ pub fn pool(url: &str, size: usize) -> Result<Pool, Error> {
 pub fn relay_pool(url: &str, size: usize, wait_for_commit: bool) -> Result<Pool, Error> {
     let (mut config, tls) = connection_config(url).map_err(Error::Url)?;
     let mut options = config.get_options().map_or(String::new(), |o| format!("{o} "));
-    options.push_str("-c enable_seqscan=off -c jit=off");
+    // Read committed whatever the database's default: ordered queues rely on
+    // each statement seeing what committed before it (0010_per_key_order.sql).
+    options.push_str("-c enable_seqscan=off -c jit=off -c default_transaction_isolation=read\\ committed");
     if !wait_for_commit {
         options.push_str(" -c synchronous_commit=off");
     }

@@ -86,12 +86,19 @@ pub struct Deliverer {
     handed_over: mpsc::UnboundedSender<Leased>,
     hand_over_inbox: Mutex<Option<mpsc::UnboundedReceiver<Leased>>>,
     liveness: Option<Arc<Liveness>>,
+    /// The dispatcher's bell, rung when recorded outcomes emitted
+    /// operational events (the relay's own inserts notify no relay).
+    dispatcher_bell: Option<Arc<Notify>>,
 }
 
 /// What one batch write did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Recorded {
     pub attempts: usize,
+    /// Keyed deliveries that ended: the next delivery of each key is due.
+    pub queues_moved: usize,
+    /// Operational events this batch wrote to the outbox.
+    pub operational_events: usize,
     /// Endpoints this batch disabled, with the reason.
     pub disabled: Vec<(Uuid, String)>,
 }
@@ -108,7 +115,15 @@ impl Deliverer {
             handed_over,
             hand_over_inbox: Mutex::new(Some(hand_over_inbox)),
             liveness: None,
+            dispatcher_bell: None,
         }
+    }
+
+    /// Rings `bell` (the dispatcher's) when recorded outcomes emitted
+    /// operational events.
+    pub fn rings_on_events(mut self, bell: Arc<Notify>) -> Self {
+        self.dispatcher_bell = Some(bell);
+        self
     }
 
     /// Beats `liveness.deliverer` on every turn of the loop that found the
@@ -358,7 +373,7 @@ impl Deliverer {
                 ],
             )
             .await?;
-        let attempts = row.get::<_, i64>("recorded") as usize;
+        let attempts = row.try_get::<_, i64>("recorded")? as usize;
         if attempts < records.len() {
             warn!(
                 stale = records.len() - attempts,
@@ -373,7 +388,9 @@ impl Deliverer {
         for (endpoint, reason) in &disabled {
             warn!(endpoint.id = %endpoint, %reason, "endpoint disabled");
         }
-        Ok(Recorded { attempts, disabled })
+        let queues_moved = row.try_get::<_, i64>("queues_moved")? as usize;
+        let operational_events = row.try_get::<_, i64>("operational_events")? as usize;
+        Ok(Recorded { attempts, queues_moved, operational_events, disabled })
     }
 
     /// One step without the loop: claims a batch, attempts every delivery in
@@ -410,7 +427,7 @@ impl Deliverer {
             .take()
             .expect("a deliverer runs once");
         let (results, outcomes) = mpsc::channel(self.config.concurrency.max(1));
-        let recorder = tokio::spawn(Arc::clone(&self).record_loop(outcomes));
+        let recorder = tokio::spawn(Arc::clone(&self).record_loop(outcomes, Arc::clone(&wake)));
         let mut requests = JoinSet::new();
         let mut failures = 0u32;
         let mut claim_now = true;
@@ -431,7 +448,10 @@ impl Deliverer {
                     liveness.deliverer.beat();
                 }
             }
-            if claim_now && self.capacity.available() > 0 {
+            // Even with no slot free: the claim waits for the lease turn (a
+            // dispatch pass holds every free slot while it runs), and one that
+            // gets no room marks work as left behind for a finished request.
+            if claim_now {
                 claim_now = false;
                 let room = self.capacity.room(self.config.batch_size).await;
                 let (asked, endpoint_full) = (room.size(), room.endpoint_full());
@@ -515,11 +535,26 @@ impl Deliverer {
     }
 
     /// Writes outcomes as they arrive, as many per round trip as are waiting.
-    async fn record_loop(self: Arc<Self>, mut outcomes: mpsc::Receiver<AttemptRecord>) {
+    /// Rings `wake` (this deliverer's bell) when a keyed delivery ended, for
+    /// the next of its key is due now, and the dispatcher's bell when
+    /// operational events were written: neither waits for a NOTIFY.
+    async fn record_loop(self: Arc<Self>, mut outcomes: mpsc::Receiver<AttemptRecord>, wake: Arc<Notify>) {
         let mut batch = Vec::with_capacity(self.config.batch_size);
         while outcomes.recv_many(&mut batch, self.config.batch_size).await > 0 {
             let mut failures = 0;
-            while let Err(err) = self.record(&batch).await {
+            loop {
+                let err = match self.record(&batch).await {
+                    Ok(recorded) => {
+                        if recorded.queues_moved > 0 {
+                            wake.notify_one();
+                        }
+                        if let (true, Some(bell)) = (recorded.operational_events > 0, &self.dispatcher_bell) {
+                            bell.notify_one();
+                        }
+                        break;
+                    }
+                    Err(err) => err,
+                };
                 failures += 1;
                 error!(error = %err, attempts = batch.len(), "recording attempts failed");
                 if failures >= 5 {

@@ -31,6 +31,12 @@ fn the_benchmark_runs_end_to_end_and_prints_every_figure() {
         "50",
         "--paced-rate",
         "200",
+        "--semantics-events",
+        "200",
+        "--ordering-keys",
+        "1,50",
+        "--rate-limit",
+        "100",
     ]);
     for key in [
         "sql_ceiling_events_per_s",
@@ -47,6 +53,10 @@ fn the_benchmark_runs_end_to_end_and_prints_every_figure() {
         "latency_p50_ms",
         "latency_p99_ms",
         "relay_peak_rss_mib",
+        "ordered_drain_1_keys_events_per_s_ratio",
+        "ordered_drain_50_keys_events_per_s_ratio",
+        "rate_limited_drain_events_per_s_ratio",
+        "rate_limit_held_requests_per_s_ratio",
     ] {
         assert!(json[key].as_f64().is_some_and(|v| v > 0.0), "{key} missing or zero in {json}");
     }

@@ -229,25 +229,37 @@ async fn a_killed_listen_connection_reconnects_and_events_still_arrive() {
     let relay = tokio::spawn(postbox::run(settings, shutdown.clone()));
     app.wait_for_listeners(1).await;
 
+    let mut killed: Vec<i32> = Vec::new();
     for round in 0..3 {
-        let killed = app
-            .count(&format!(
-                "select count(pg_terminate_backend(pid)) from pg_stat_activity
-                 where datname = '{}' and application_name = 'postbox-listen'",
-                app.db.name
-            ))
-            .await;
-        assert_eq!(killed, 1);
+        // Every listener of this database that is not already dying.
+        let victims: Vec<i32> = app
+            .sql
+            .query(
+                "select pid from pg_stat_activity
+                 where datname = $1 and application_name = 'postbox-listen' and pid <> all($2)",
+                &[&app.db.name, &killed],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+        assert_eq!(victims.len(), 1, "one live LISTEN connection before round {round}");
+        app.sql.execute("select pg_terminate_backend($1)", &[&victims[0]]).await.unwrap();
+        killed.extend(victims);
         // The old backend may linger briefly; wait until a new one listens.
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            let listening = app
-                .count(&format!(
-                    "select count(*) from pg_stat_activity where datname = '{}' and application_name = 'postbox-listen'
-                     and query ilike 'listen%' and backend_start > now() - interval '10 s'",
-                    app.db.name
-                ))
-                .await;
+            let listening: i64 = app
+                .sql
+                .query_one(
+                    "select count(*) from pg_stat_activity where datname = $1 and application_name = 'postbox-listen'
+                     and query ilike 'listen%' and pid <> all($2)",
+                    &[&app.db.name, &killed],
+                )
+                .await
+                .unwrap()
+                .get(0);
             if listening > 0 {
                 break;
             }

@@ -399,3 +399,27 @@ async fn order_holds_per_key_while_relays_compete_and_are_killed() {
         KEYS * PER_KEY
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keys_next_delivery_goes_as_soon_as_the_one_before_is_recorded_not_at_the_next_poll() {
+    const EVENTS: usize = 20;
+    let app = TestApp::new().await;
+    let mut receiver = Receiver::start().await;
+    app.register("order.changed").await;
+    app.subscribe(&receiver.url("/hook"), &["order.*"]).await;
+    let relay = crate::support::relay::InProcessRelay::start(crate::support::app::test_settings(
+        &app.db.url,
+        &[("POSTBOX_RELAY__POLL_INTERVAL", "10s")],
+    ))
+    .await;
+    app.wait_for_listeners(1).await;
+    let started = std::time::Instant::now();
+    for n in 0..EVENTS {
+        emit_keyed(&app, &format!("n{n:02}"), Some("k")).await;
+    }
+    let seen = receiver.collect_distinct(EVENTS, Duration::from_secs(8)).await;
+    let took = started.elapsed();
+    relay.stop().await;
+    assert_eq!(seen.len(), EVENTS);
+    println!("{EVENTS} events of one key in {took:?}");
+}
