@@ -25,6 +25,22 @@ pub async fn readyz(State(state): State<ApiState>) -> impl IntoResponse {
             .get()
             .await
             .map_err(|err| format!("cannot connect to {}: {}", state.database, db::explain(&err)))?;
+        // A standby answers, but the relay cannot write there: after a
+        // failover that has not reached this relay's hosts, say so.
+        let read_only: bool = client
+            .query_one("select pg_is_in_recovery()", &[])
+            .await
+            .and_then(|row| row.try_get(0))
+            .map_err(|err| {
+                format!("cannot ask {} whether it is a standby: {}", state.database, db::explain(&err))
+            })?;
+        if read_only {
+            return Err(format!(
+                "{} is read-only (a standby in recovery): waiting for a primary; give the relay every host \
+                 with target_session_attrs=read-write so that it finds the new one",
+                state.database
+            ));
+        }
         let installed = schema::installed_version(&**client)
             .await
             .map_err(|err| format!("cannot read the schema version: {}", db::explain(&err)))?;

@@ -70,6 +70,47 @@ impl LocalPostgres {
         Ok(cluster)
     }
 
+    /// A streaming standby of `primary`, from a base backup of it, started
+    /// and following it (pg_basebackup -R writes the connection to follow).
+    pub fn standby_of(primary: &LocalPostgres) -> Result<Self, Error> {
+        let dir = std::env::temp_dir().join(format!("postbox-pg-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir)?;
+        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let mut standby =
+            Self { dir, bindir: primary.bindir.clone(), port, run_as: primary.run_as, removed: false };
+        if let Some(user) = standby.run_as {
+            output_of("chown", Command::new("chown").arg(user).arg(&standby.dir))?;
+        }
+        let (data, source_port) = (standby.data(), primary.port.to_string());
+        let backup = standby.run(
+            "pg_basebackup",
+            [
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &source_port,
+                "-U",
+                "postgres",
+                "-D",
+                &data,
+                "-R",
+                "-X",
+                "stream",
+                "--no-sync",
+            ],
+        );
+        if let Err(err) = backup.and_then(|()| standby.up()) {
+            standby.remove();
+            return Err(err);
+        }
+        Ok(standby)
+    }
+
+    /// Makes a standby the primary, and waits until it is.
+    pub fn promote(&self) -> Result<(), Error> {
+        self.run("pg_ctl", ["-D", &self.data(), "-w", "promote"])
+    }
+
     /// `postgres://postgres@127.0.0.1:<port>/postgres`
     pub fn url(&self) -> String {
         format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)

@@ -10,6 +10,7 @@ mod dev;
 mod dispatcher;
 mod endpoint_health;
 mod examples;
+mod failover;
 mod faults;
 mod hostile;
 mod logs;

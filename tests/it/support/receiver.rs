@@ -128,6 +128,11 @@ impl Receiver {
             .expect("receiver stopped")
     }
 
+    /// The next request, or `None` after `limit`.
+    pub async fn recv_within(&mut self, limit: Duration) -> Option<Received> {
+        tokio::time::timeout(limit, self.requests.recv()).await.ok().flatten()
+    }
+
     /// Receives until `distinct` different webhook-ids arrived; returns how
     /// often each one came. Panics after `limit`.
     pub async fn collect_distinct(
