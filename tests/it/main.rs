@@ -32,6 +32,7 @@ mod support;
 mod tenants;
 mod triggers;
 mod trust;
+mod versions;
 mod wakeup;
 mod web;
 mod writer_rows;
