@@ -32,6 +32,7 @@ mod support;
 mod tenants;
 mod triggers;
 mod trust;
+mod upgrade;
 mod versions;
 mod wakeup;
 mod web;

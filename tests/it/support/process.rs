@@ -16,10 +16,16 @@ impl RelayProcess {
     /// Starts `postbox run` against `database_url` with loopback allowed and
     /// the given `POSTBOX_*` settings.
     pub fn start(database_url: &str, settings: &[(&str, &str)]) -> Self {
+        let binary =
+            std::env::var("POSTBOX_RELAY_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_postbox").to_owned());
+        Self::start_binary(std::path::Path::new(&binary), database_url, settings)
+    }
+
+    /// Like [`RelayProcess::start`], with another `postbox` binary (an
+    /// earlier release, say).
+    pub fn start_binary(binary: &std::path::Path, database_url: &str, settings: &[(&str, &str)]) -> Self {
         let log = std::env::temp_dir().join(format!("postbox-relay-{}.log", uuid::Uuid::new_v4().simple()));
-        let mut command = Command::new(
-            std::env::var("POSTBOX_RELAY_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_postbox").to_owned()),
-        );
+        let mut command = Command::new(binary);
         command
             .arg("run")
             .env_remove("DATABASE_URL")
