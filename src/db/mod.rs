@@ -6,6 +6,7 @@
 pub mod localpg;
 pub mod pgtls;
 pub mod schema;
+pub mod session;
 
 use std::time::Duration;
 
