@@ -135,7 +135,7 @@ async fn a_relay_through_session_pooling_delivers_and_is_ready() {
     assert_eq!(readyz.status(), 200, "{}", readyz.text().await.unwrap());
     let listening: i64 = sql
         .query_one(
-            "select count(*) from pg_stat_activity where datname = current_database() and query ilike 'listen postbox%'",
+            "select count(*) from pg_stat_activity where datname = current_database() and query = 'listen postbox'",
             &[],
         )
         .await
