@@ -175,3 +175,17 @@ async fn a_relay_through_transaction_pooling_refuses_to_start_and_says_why() {
     assert!(message.contains(&format!("127.0.0.1:{}", bouncer.port)), "names the address: {message}");
     assert!(reqwest::get(readyz).await.is_err(), "its admin HTTP has stopped: nothing reports it ready");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postbox_run_through_transaction_pooling_exits_non_zero_with_one_line_saying_why() {
+    let receiver = Receiver::start().await;
+    let db = database_for(&receiver).await;
+    let bouncer = PgBouncer::start(&db.url, "transaction", 4).await;
+    let mut relay = crate::support::process::RelayProcess::start(&bouncer.url(), &[]);
+    let status = relay.wait_exit(Duration::from_secs(20)).await;
+    assert!(!status.success(), "exits non-zero: {status}");
+    let log = relay.log_text();
+    let line =
+        log.lines().find(|l| l.starts_with("error: ")).unwrap_or_else(|| panic!("no error line:\n{log}"));
+    assert!(line.contains("transaction pooling") && line.contains("session mode"), "{line}");
+}
