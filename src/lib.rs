@@ -78,6 +78,8 @@ pub enum Error {
     Listen { address: SocketAddr, cause: std::io::Error },
     #[error(transparent)]
     TaskFailed(#[from] supervisor::TaskFailed),
+    #[error(transparent)]
+    NotASession(db::session::Error),
 }
 
 impl Settings {
@@ -167,7 +169,8 @@ impl Relay {
     }
 
     /// Runs until `shutdown` is cancelled: serves the admin HTTP API at once,
-    /// waits for the database and a current schema, then runs the dispatcher,
+    /// waits for the database and a current schema, checks that its
+    /// connections are sessions (fails if not), then runs the dispatcher,
     /// the deliverer and (in notify mode) the LISTEN connection side by side.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), Error> {
         let Relay { settings, pool, admin_pool, sender, admin, metrics } = self;
@@ -186,7 +189,8 @@ impl Relay {
         let admin_server = tokio::spawn(api::serve(admin, state, shutdown.clone()));
 
         let mut outcome = Ok(());
-        if wait_for_schema(&pool, &settings, &shutdown).await {
+        let ready = wait_for_database(&pool, &settings, &shutdown).await;
+        if let Ok(true) = ready {
             let url = settings.database_url()?.to_owned();
             let wakeup = Wakeup::default();
             let deliverer = Arc::new(
@@ -224,6 +228,8 @@ impl Relay {
                 tasks.push(("listener", tokio::spawn(wakeup.clone().listen(url, shutdown.clone()))));
             }
             outcome = supervisor::supervise(tasks, &shutdown).await.map_err(Error::from);
+        } else if let Err(err) = ready {
+            outcome = Err(err);
         }
         shutdown.cancel(); // stops the admin server too, if the loops ended on their own
         if let Ok(Err(err)) = admin_server.await {
@@ -254,24 +260,37 @@ pub async fn publish_relay_settings(
     Ok(())
 }
 
-/// Waits until the database answers with the schema this binary expects and
-/// records the wake-up mode. False when shut down while waiting.
-async fn wait_for_schema(pool: &Pool, settings: &Settings, shutdown: &CancellationToken) -> bool {
+/// Waits until the database answers with the schema this binary expects,
+/// records the wake-up mode and checks that the relay's connections are
+/// sessions ([`db::session`]). False when shut down while waiting; an error
+/// when they are not sessions, which waiting does not mend.
+async fn wait_for_database(
+    pool: &Pool,
+    settings: &Settings,
+    shutdown: &CancellationToken,
+) -> Result<bool, Error> {
     let notify = settings.relay.wakeup == WakeupMode::Notify;
-    let database = settings.database_url().map(db::target_of).unwrap_or_default();
+    let url = settings.database_url()?;
+    let database = db::target_of(url);
     let mut failures = 0;
     loop {
+        // The session check first: it uses no prepared statement, so it
+        // answers through transaction pooling too, where the others may not.
         let problem = match pool.get().await {
             Err(err) => format!("cannot connect to {database}: {}", db::explain(&err)),
-            Ok(client) => match schema::installed_version(&**client).await {
-                Err(err) => format!("cannot read the schema version: {}", db::explain(&err)),
-                Ok(version) if version < schema::latest_version() => format!(
-                    "schema version {version} installed, {} needed: run `postbox migrate`",
-                    schema::latest_version()
-                ),
-                Ok(_) => match publish_relay_settings(&client, settings, notify).await {
-                    Ok(()) => return true,
-                    Err(err) => format!("cannot record the relay's settings: {}", db::explain(&err)),
+            Ok(client) => match db::session::check(url, db::session::WAIT).await {
+                Err(db::session::Error::Connect(err)) => format!("session check failed: {err}"),
+                Err(err) => return Err(Error::NotASession(err)),
+                Ok(()) => match schema::installed_version(&**client).await {
+                    Err(err) => format!("cannot read the schema version: {}", db::explain(&err)),
+                    Ok(version) if version < schema::latest_version() => format!(
+                        "schema version {version} installed, {} needed: run `postbox migrate`",
+                        schema::latest_version()
+                    ),
+                    Ok(_) => match publish_relay_settings(&client, settings, notify).await {
+                        Ok(()) => return Ok(true),
+                        Err(err) => format!("cannot record the relay's settings: {}", db::explain(&err)),
+                    },
                 },
             },
         };
@@ -280,7 +299,7 @@ async fn wait_for_schema(pool: &Pool, settings: &Settings, shutdown: &Cancellati
         warn!(%problem, retry_in = ?retry_in, "waiting for the database");
         backoff::sleep_or_cancel(retry_in, shutdown).await;
         if shutdown.is_cancelled() {
-            return false;
+            return Ok(false);
         }
     }
 }

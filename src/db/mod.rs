@@ -6,10 +6,13 @@
 pub mod localpg;
 pub mod pgtls;
 pub mod schema;
+pub mod session;
 
 use std::time::Duration;
 
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use deadpool_postgres::{
+    ClientWrapper, Hook, HookError, Manager, ManagerConfig, Pool, PoolBuilder, RecyclingMethod, Runtime,
+};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 pub(crate) mod sql {
@@ -40,7 +43,7 @@ pub fn pool(url: &str, size: usize) -> Result<Pool, Error> {
 }
 
 /// The relay's own pool (dispatch, claims, attempt records, pruning): like
-/// [`pool`], with three session settings.
+/// [`pool`], with session settings made by a `SET` on each new connection.
 ///
 /// - Unless `wait_for_commit`, `synchronous_commit = off`: commits return
 ///   before the WAL reaches disk (see `relay.synchronous_commit`). Apps'
@@ -55,28 +58,45 @@ pub fn pool(url: &str, size: usize) -> Result<Pool, Error> {
 ///   that has no alternative (a small table without a fitting index) now
 ///   costs enough on paper to be compiled: measured, a 10 ms dispatch pass
 ///   took 650 ms.
+/// - `default_transaction_isolation = read committed`, whatever the
+///   database's default: ordered queues rely on each statement seeing what
+///   committed before it (0010_per_key_order.sql).
+///
+/// A `SET`, not the `options` startup parameter: PgBouncer refuses a
+/// connection that sends `options` unless `ignore_startup_parameters` lists
+/// it, and then drops the settings without a word. A `SET` works directly and
+/// through a session-mode pooler, which resets it when the relay lets go.
 pub fn relay_pool(url: &str, size: usize, wait_for_commit: bool) -> Result<Pool, Error> {
-    let (mut config, tls) = connection_config(url).map_err(Error::Url)?;
-    let mut options = config.get_options().map_or(String::new(), |o| format!("{o} "));
-    // Read committed whatever the database's default: ordered queues rely on
-    // each statement seeing what committed before it (0010_per_key_order.sql).
-    options.push_str("-c enable_seqscan=off -c jit=off -c default_transaction_isolation=read\\ committed");
+    let (config, tls) = connection_config(url).map_err(Error::Url)?;
+    let mut settings = "set enable_seqscan = off; set jit = off; \
+                        set default_transaction_isolation = 'read committed';"
+        .to_owned();
     if !wait_for_commit {
-        options.push_str(" -c synchronous_commit=off");
+        settings.push_str(" set synchronous_commit = off;");
     }
-    config.options(options);
-    pool_from(config, tls, size)
+    let settings: std::sync::Arc<str> = settings.into();
+    let manager =
+        Manager::from_config(config, tls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+    Ok(pool_builder(manager, size)
+        .post_create(Hook::async_fn(move |client: &mut ClientWrapper, _| {
+            let settings = std::sync::Arc::clone(&settings);
+            Box::pin(async move { client.batch_execute(&settings).await.map_err(HookError::Backend) })
+        }))
+        .build()?)
 }
 
 fn pool_from(config: tokio_postgres::Config, tls: MakeRustlsConnect, size: usize) -> Result<Pool, Error> {
     let manager =
         Manager::from_config(config, tls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
-    Ok(Pool::builder(manager)
+    Ok(pool_builder(manager, size).build()?)
+}
+
+fn pool_builder(manager: Manager, size: usize) -> PoolBuilder {
+    Pool::builder(manager)
         .max_size(size)
         .runtime(Runtime::Tokio1)
         .wait_timeout(Some(Duration::from_secs(10)))
         .create_timeout(Some(Duration::from_secs(10)))
-        .build()?)
 }
 
 /// What a valid connection string looks like, for errors about one.
@@ -135,8 +155,9 @@ pub fn target_of(url: &str) -> String {
 /// (`FATAL: database "x" does not exist`, `Connection refused`), without the
 /// wrappers' generic words ("db error", deadpool's "while creating a new object").
 pub fn explain(err: &(dyn std::error::Error + 'static)) -> String {
-    if let Some(deadpool_postgres::PoolError::Backend(inner)) =
-        err.downcast_ref::<deadpool_postgres::PoolError>()
+    use deadpool_postgres::PoolError;
+    if let Some(PoolError::Backend(inner) | PoolError::PostCreateHook(HookError::Backend(inner))) =
+        err.downcast_ref::<PoolError>()
     {
         return explain(inner);
     }

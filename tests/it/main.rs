@@ -19,6 +19,7 @@ mod operations;
 mod ordering;
 mod ordering_races;
 mod packaging;
+mod pgbouncer;
 mod postgres_restart;
 mod postgres_tls;
 mod rate_limit;

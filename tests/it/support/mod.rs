@@ -1,6 +1,7 @@
 pub mod app;
 pub mod browser;
 pub mod db;
+pub mod pgbouncer;
 pub mod process;
 pub mod receiver;
 pub mod relay;
