@@ -161,7 +161,10 @@ async fn migrate(settings: &Settings, options: &Migrate) -> anyhow::Result<()> {
     if report.applied.is_empty() {
         output::line(format_args!("schema is up to date (version {version})"))?;
     } else {
-        output::line(format_args!("applied migrations {:?}; schema is at version {version}", report.applied))?;
+        output::line(format_args!(
+            "applied migrations {:?}; schema is at version {version}",
+            report.applied
+        ))?;
     }
     if report.deferred > 0 {
         output::line(format_args!(

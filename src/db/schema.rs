@@ -3,7 +3,7 @@
 //! runs queue up instead of colliding. Each file records its own version in
 //! `postbox.schema_migrations`, so `psql -f` and `postbox migrate` agree.
 
-use tokio_postgres::{Client, Transaction};
+use tokio_postgres::{error::SqlState, Client, Transaction};
 
 pub struct Migration {
     pub version: i32,
@@ -158,7 +158,8 @@ async fn preflight(tx: &Transaction<'_>, options: Options) -> Result<Plan, Error
                      from pg_namespace n where n.nspname = 'postbox'),
                     array(select name from unnest($1::text[]) as name
                           where not exists (select from pg_roles g where g.rolname = name)),
-                    to_regclass('postbox.deferred_grants') is not null
+                    exists (select from pg_class c join pg_namespace n on n.oid = c.relnamespace
+                            where n.nspname = 'postbox' and c.relname = 'deferred_grants')
              from pg_roles r where r.rolname = current_user",
             &[&ROLES.as_slice()],
         )
@@ -275,16 +276,37 @@ async fn replay_deferred(tx: &Transaction<'_>) -> Result<usize, Error> {
     let rows = tx.query("select statement from postbox.deferred_grants order by id", &[]).await?;
     for row in &rows {
         let statement: String = row.try_get(0)?;
-        tx.batch_execute(&statement).await.map_err(|source| Error::Deferred { statement: statement.clone(), source })?;
+        // A grant on an object a later migration dropped is moot (a normal
+        // install lost it with the object; what replaced it has its own).
+        tx.batch_execute("savepoint deferred_grant").await?;
+        match tx.batch_execute(&statement).await {
+            Ok(()) => tx.batch_execute("release savepoint deferred_grant").await?,
+            Err(err) if err.code().is_some_and(|code| GONE.contains(code)) => {
+                tracing::info!(statement, error = %err, "deferred grant on an object since dropped: skipped");
+                tx.batch_execute("rollback to savepoint deferred_grant").await?;
+            }
+            Err(source) => return Err(Error::Deferred { statement, source }),
+        }
     }
     tx.batch_execute("drop table postbox.deferred_grants").await?;
     tracing::info!(statements = rows.len(), "granted to the postbox roles what --skip-roles deferred");
     Ok(rows.len())
 }
 
+const GONE: [SqlState; 4] = [
+    SqlState::UNDEFINED_FUNCTION,
+    SqlState::UNDEFINED_TABLE,
+    SqlState::UNDEFINED_COLUMN,
+    SqlState::UNDEFINED_OBJECT,
+];
+
 /// Whether a statement creates the group roles or grants (or revokes) to them.
 fn needs_roles(statement: &str) -> bool {
-    let code = skip_leading_comments(statement).split_whitespace().collect::<Vec<_>>().join(" ").to_ascii_lowercase();
+    let code = skip_leading_comments(statement)
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .to_ascii_lowercase();
     let names_a_role = ROLES.iter().any(|role| code.contains(role));
     names_a_role
         && (code.starts_with("grant ")
@@ -361,7 +383,9 @@ fn split_statements(sql: &str) -> Vec<&str> {
                     let tag = &sql[i..=i + len];
                     let valid = tag.ends_with('$') && !tag[1..].starts_with(|c: char| c.is_ascii_digit());
                     if valid {
-                        i = sql[i + tag.len()..].find(tag).map_or(bytes.len(), |n| i + tag.len() + n + tag.len());
+                        i = sql[i + tag.len()..]
+                            .find(tag)
+                            .map_or(bytes.len(), |n| i + tag.len() + n + tag.len());
                         continue;
                     }
                 }
@@ -416,6 +440,10 @@ mod tests {
     }
 }
 
+const TABLE_EXISTS: &str =
+    "select exists (select from pg_class c join pg_namespace n on n.oid = c.relnamespace
+                                  where n.nspname = 'postbox' and c.relname = $1)";
+
 /// The newest version this binary knows.
 pub fn latest_version() -> i32 {
     MIGRATIONS.last().map_or(0, |m| m.version)
@@ -423,7 +451,10 @@ pub fn latest_version() -> i32 {
 
 /// The newest version installed in the database, 0 when none is.
 pub async fn installed_version(client: &impl tokio_postgres::GenericClient) -> Result<i32, Error> {
-    let table = client.query_one("select to_regclass('postbox.schema_migrations') is not null", &[]).await?;
+    // From pg_class with this statement's snapshot, not to_regclass(): the
+    // session's catalog cache may still hold "no such schema" from before
+    // the advisory lock was granted (another migrate created it meanwhile).
+    let table = client.query_one(TABLE_EXISTS, &[&"schema_migrations"]).await?;
     if !table.try_get::<_, bool>(0)? {
         return Ok(0);
     }

@@ -13,6 +13,7 @@ mod examples;
 mod faults;
 mod hostile;
 mod logs;
+mod managed;
 mod network_policy;
 mod operations;
 mod ordering;
