@@ -403,6 +403,29 @@ fn split_statements(sql: &str) -> Vec<&str> {
     statements
 }
 
+const TABLE_EXISTS: &str =
+    "select exists (select from pg_class c join pg_namespace n on n.oid = c.relnamespace
+                                  where n.nspname = 'postbox' and c.relname = $1)";
+
+/// The newest version this binary knows.
+pub fn latest_version() -> i32 {
+    MIGRATIONS.last().map_or(0, |m| m.version)
+}
+
+/// The newest version installed in the database, 0 when none is.
+pub async fn installed_version(client: &impl tokio_postgres::GenericClient) -> Result<i32, Error> {
+    // From pg_class with this statement's snapshot, not to_regclass(): the
+    // session's catalog cache may still hold "no such schema" from before
+    // the advisory lock was granted (another migrate created it meanwhile).
+    let table = client.query_one(TABLE_EXISTS, &[&"schema_migrations"]).await?;
+    if !table.try_get::<_, bool>(0)? {
+        return Ok(0);
+    }
+    let row =
+        client.query_one("select coalesce(max(version), 0) from postbox.schema_migrations", &[]).await?;
+    Ok(row.try_get(0)?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -438,27 +461,4 @@ mod tests {
         let roles = split_statements(MIGRATIONS[2].sql);
         assert!(roles.iter().any(|s| needs_roles(s) && s.contains("create role")));
     }
-}
-
-const TABLE_EXISTS: &str =
-    "select exists (select from pg_class c join pg_namespace n on n.oid = c.relnamespace
-                                  where n.nspname = 'postbox' and c.relname = $1)";
-
-/// The newest version this binary knows.
-pub fn latest_version() -> i32 {
-    MIGRATIONS.last().map_or(0, |m| m.version)
-}
-
-/// The newest version installed in the database, 0 when none is.
-pub async fn installed_version(client: &impl tokio_postgres::GenericClient) -> Result<i32, Error> {
-    // From pg_class with this statement's snapshot, not to_regclass(): the
-    // session's catalog cache may still hold "no such schema" from before
-    // the advisory lock was granted (another migrate created it meanwhile).
-    let table = client.query_one(TABLE_EXISTS, &[&"schema_migrations"]).await?;
-    if !table.try_get::<_, bool>(0)? {
-        return Ok(0);
-    }
-    let row =
-        client.query_one("select coalesce(max(version), 0) from postbox.schema_migrations", &[]).await?;
-    Ok(row.try_get(0)?)
 }
