@@ -19,6 +19,14 @@ declare
 begin
     foreach role_name in array array['postbox_writer', 'postbox_relay', 'postbox_admin'] loop
         if not exists (select from pg_catalog.pg_roles where rolname = role_name) then
+            -- Managed databases (RDS, Cloud SQL, ...) may give no CREATEROLE:
+            -- say so and the ways out instead of Postgres's bare refusal.
+            if not exists (select from pg_catalog.pg_roles
+                           where rolname = current_user and (rolcreaterole or rolsuper)) then
+                raise exception 'role % may not create roles (it lacks CREATEROLE) and role % does not exist', current_user, role_name
+                    using errcode = 'insufficient_privilege',
+                          hint = 'have a role with CREATEROLE create postbox_writer, postbox_relay and postbox_admin (create role ... nologin) first, or install with postbox migrate --skip-roles';
+            end if;
             execute format('create role %I nologin', role_name);
         end if;
     end loop;

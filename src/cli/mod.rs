@@ -50,10 +50,20 @@ pub struct Cli {
     pub command: Command,
 }
 
+#[derive(Debug, clap::Args)]
+pub struct Migrate {
+    /// Install without the roles postbox_writer, postbox_relay and
+    /// postbox_admin (for a role without CREATEROLE): everything then runs as
+    /// the schema's owner, and the grants to the roles wait until a later
+    /// `postbox migrate` finds them
+    #[arg(long)]
+    pub skip_roles: bool,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Install or upgrade the schema (safe to run again, and concurrently)
-    Migrate,
+    Migrate(Migrate),
     /// Run the relay until SIGTERM or SIGINT
     Run,
     /// Print the effective configuration, secrets masked
@@ -91,7 +101,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         settings.database.url = Some(postbox::config::Secret::new(url));
     }
     match cli.command {
-        Command::Migrate => migrate(&settings).await,
+        Command::Migrate(options) => migrate(&settings, &options).await,
         Command::Run => {
             let shutdown = CancellationToken::new();
             stop_on_signal(shutdown.clone());
@@ -137,15 +147,33 @@ async fn connect_only(settings: &Settings) -> anyhow::Result<tokio_postgres::Cli
     Ok(db::connect(settings.database_url()?).await?)
 }
 
-async fn migrate(settings: &Settings) -> anyhow::Result<()> {
+async fn migrate(settings: &Settings, options: &Migrate) -> anyhow::Result<()> {
     let mut client = connect_only(settings).await?;
-    let applied = schema::migrate(&mut client).await?;
+    let report =
+        schema::migrate_with(&mut client, schema::Options { skip_roles: options.skip_roles }).await?;
     let version = schema::installed_version(&client).await?;
-    if applied.is_empty() {
-        output::line(format_args!("schema is up to date (version {version})"))
-    } else {
-        output::line(format_args!("applied migrations {applied:?}; schema is at version {version}"))
+    if report.granted > 0 {
+        output::line(format_args!(
+            "granted to the postbox roles: {} statements deferred by --skip-roles",
+            report.granted
+        ))?;
     }
+    if report.applied.is_empty() {
+        output::line(format_args!("schema is up to date (version {version})"))?;
+    } else {
+        output::line(format_args!(
+            "applied migrations {:?}; schema is at version {version}",
+            report.applied
+        ))?;
+    }
+    if report.deferred > 0 {
+        output::line(format_args!(
+            "skipped the postbox roles: {} grant statements wait in postbox.deferred_grants; \
+             run postbox migrate again once the roles exist",
+            report.deferred
+        ))?;
+    }
+    Ok(())
 }
 
 fn print_config(settings: &Settings, json: bool) -> anyhow::Result<()> {

@@ -14,6 +14,7 @@ mod failover;
 mod faults;
 mod hostile;
 mod logs;
+mod managed;
 mod network_policy;
 mod operations;
 mod ordering;
