@@ -5,12 +5,7 @@
 //! The previous release's binary is built once by `.ci/build-previous-release`
 //! (which `.ci/run` calls) from the commit named in `.ci/previous-release`.
 
-use std::{
-    collections::HashMap,
-    path::PathBuf,
-    process::Command,
-    time::Duration,
-};
+use std::{collections::HashMap, path::PathBuf, process::Command, time::Duration};
 
 use postbox::db::schema;
 use tokio_util::sync::CancellationToken;
@@ -21,9 +16,9 @@ fn previous_release_binary() -> PathBuf {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let commit = std::fs::read_to_string(root.join(".ci/previous-release"))
         .expect(".ci/previous-release names the previous release's commit");
-    let cache = std::env::var("POSTBOX_CI_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/postbox-ci"));
+    let cache = std::env::var("POSTBOX_CI_CACHE").map(PathBuf::from).unwrap_or_else(|_| {
+        PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/postbox-ci")
+    });
     let binary = cache.join("previous-release").join(commit.trim()).join("target/debug/postbox");
     assert!(
         binary.exists(),
@@ -36,6 +31,7 @@ fn previous_release_binary() -> PathBuf {
 const RELAY: &[(&str, &str)] = &[
     ("POSTBOX_RELAY__POLL_INTERVAL", "200ms"),
     ("POSTBOX_RELAY__LEASE", "5s"),
+    ("POSTBOX_DELIVERY__TIMEOUT", "2s"),
     ("POSTBOX_RELAY__SHUTDOWN_GRACE", "10s"),
     ("POSTBOX_DATABASE__POOL_SIZE", "4"),
 ];
@@ -94,9 +90,13 @@ async fn a_rolling_upgrade_from_the_previous_release_loses_nothing_and_sends_not
     let applied = schema::migrate(&mut client).await.expect("the new schema installs under running relays");
     assert!(!applied.is_empty(), "migrations newer than the previous release's apply");
     let before = count("select count(*) from postbox.deliveries where status = 'succeeded'").await;
-    eventually(Duration::from_secs(20), "the previous release keeps delivering on the new schema", || async {
-        count("select count(*) from postbox.deliveries where status = 'succeeded'").await >= before + 50
-    })
+    eventually(
+        Duration::from_secs(20),
+        "the previous release keeps delivering on the new schema",
+        || async {
+            count("select count(*) from postbox.deliveries where status = 'succeeded'").await >= before + 50
+        },
+    )
     .await;
 
     // 2. Relays replaced one at a time.
@@ -126,7 +126,10 @@ async fn a_rolling_upgrade_from_the_previous_release_loses_nothing_and_sends_not
         *seen.entry(request.header("webhook-id").to_owned()).or_default() += 1;
     }
     let twice = seen.values().filter(|&&n| n > 1).count();
-    println!("rolling upgrade: {written} events written across the upgrade, {} delivered, {twice} twice", seen.len());
+    println!(
+        "rolling upgrade: {written} events written across the upgrade, {} delivered, {twice} twice",
+        seen.len()
+    );
     assert_eq!(seen.len() as i64, written, "every event arrived");
     assert_eq!(twice, 0, "a clean hand-over sends nothing twice");
 }
