@@ -241,6 +241,9 @@ pub async fn update(client: &Client, access: &Access, id: Uuid, change: &Endpoin
     if let Some(tenant) = &change.tenant {
         access.check_tenant(tenant.as_deref())?;
     }
+    if let (Access::Tenant { .. }, Some(_), None) = (access, &change.url, &change.headers) {
+        refuse_moving_hidden_credentials(client, access, id).await?;
+    }
     let disabled_by = match access {
         Access::Admin => "disabled by an operator",
         Access::Tenant { .. } => "disabled from the tenant portal",
@@ -283,6 +286,33 @@ pub async fn update(client: &Client, access: &Access, id: Uuid, change: &Endpoin
         .await?;
     let endpoint = row.as_ref().map(Endpoint::try_from).transpose()?.ok_or_else(|| not_found(id))?;
     one_with_health(client, endpoint).await
+}
+
+/// A tenant sees credential headers masked (an operator may have set them,
+/// for a gateway in front of the tenant's receiver): it may not point them at
+/// another URL without giving the headers anew.
+async fn refuse_moving_hidden_credentials(client: &Client, access: &Access, id: Uuid) -> Result<()> {
+    let row = client
+        .query_opt(
+            "select e.headers from postbox.endpoints e where e.id = $1 and ($2::text is null or e.tenant = $2)",
+            &[&id, &access.tenant()],
+        )
+        .await?;
+    let headers: Value = match row {
+        Some(row) => row.try_get("headers")?,
+        None => return Err(not_found(id)),
+    };
+    let hidden: Vec<&String> = headers
+        .as_object()
+        .map(|map| map.keys().filter(|name| redact::is_credential(name)).collect())
+        .unwrap_or_default();
+    if hidden.is_empty() {
+        return Ok(());
+    }
+    Err(Error::Forbidden(format!(
+        "this endpoint sends credentials you cannot see ({}); to change its URL, give its headers anew in the same request",
+        hidden.iter().map(|name| name.as_str()).collect::<Vec<_>>().join(", ")
+    )))
 }
 
 /// `endpoint` with its recent attempts, as `list` and `get` show it.

@@ -21,7 +21,16 @@ const REFRESH_MS = 2000;
   params.delete("token");
   const query = params.toString();
   history.replaceState(null, "", `${location.pathname}${query ? `?${query}` : ""}${location.hash}`);
-  if (token) sessionStorage.setItem(TOKEN_KEY, token);
+  if (!token) return;
+  // A link must not silently swap the sign-in of a tab already in use: a
+  // page that navigates this tab to /?token=<its own> would otherwise have
+  // the user act in a tenant of its choosing.
+  const current = sessionStorage.getItem(TOKEN_KEY);
+  if (current && current !== token
+      && !confirm("This link signs in with another token (a portal link). Sign out of the current session and use it?")) {
+    return;
+  }
+  sessionStorage.setItem(TOKEN_KEY, token);
 })();
 
 // ---------------------------------------------------------------- helpers

@@ -31,6 +31,7 @@ mod roles;
 mod schema;
 mod sql_functions;
 mod support;
+mod tenant_credentials;
 mod tenants;
 mod triggers;
 mod trust;
