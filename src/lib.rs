@@ -191,6 +191,7 @@ impl Relay {
         let mut outcome = Ok(());
         let ready = wait_for_database(&pool, &settings, &shutdown).await;
         if let Ok(true) = ready {
+            liveness.start();
             let url = settings.database_url()?.to_owned();
             let wakeup = Wakeup::default();
             let deliverer = Arc::new(

@@ -44,6 +44,9 @@ pub struct Liveness {
     pub deliverer: Heartbeat,
     /// Quiet for longer than this, a loop is stalled.
     pub stall_after: Duration,
+    /// Whether the loops have started: until then the relay is still checking
+    /// the database (schema, sessions) and is not ready.
+    started: std::sync::atomic::AtomicBool,
 }
 
 impl Liveness {
@@ -59,11 +62,25 @@ impl Liveness {
             dispatcher: Heartbeat::new(origin),
             deliverer: Heartbeat::new(origin),
             stall_after: (poll_interval * 10).max(Duration::from_secs(5)),
+            started: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
-    /// Why the relay is not ready, if a loop has stalled.
+    /// The loops start now: their silence counts from here.
+    pub fn start(&self) {
+        self.dispatcher.beat();
+        self.deliverer.beat();
+        self.started.store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Why the relay is not ready: still starting, or a loop has stalled.
     pub fn stalled(&self) -> Option<String> {
+        if !self.started.load(std::sync::atomic::Ordering::Acquire) {
+            return Some(
+                "starting: checking the database's schema and that the relay's connections are sessions"
+                    .into(),
+            );
+        }
         [("dispatcher", &self.dispatcher), ("deliverer", &self.deliverer)].into_iter().find_map(
             |(name, beat)| {
                 let quiet = beat.quiet_for();
@@ -164,6 +181,8 @@ mod tests {
     fn a_quiet_loop_is_reported_by_name() {
         let an_hour_ago = Instant::now().checked_sub(Duration::from_secs(3600)).unwrap();
         let liveness = Liveness::since(an_hour_ago, Duration::from_secs(1));
+        assert!(liveness.stalled().is_some_and(|reason| reason.starts_with("starting")));
+        liveness.started.store(true, std::sync::atomic::Ordering::Release);
         liveness.deliverer.beat();
         let reason = liveness.stalled().expect("the dispatcher never beat");
         assert!(reason.contains("dispatcher loop has made no progress"), "{reason}");
