@@ -13,6 +13,24 @@ alter table postbox.endpoints add column rate_limit int;
 alter table postbox.endpoints add constraint endpoints_rate_limit_positive
     check (rate_limit > 0);
 
+-- The same rule with an error that names the value: a failed CHECK prints
+-- the whole row in its detail, the endpoint's secret with it, to the client
+-- and the server log. This trigger runs first and says only what is wrong.
+create function postbox.endpoints_check_rate_limit() returns trigger
+language plpgsql
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+    if new.rate_limit is not null and new.rate_limit < 1 then
+        raise exception 'rate_limit must be at least 1 request per second (or NULL for no limit), got %', new.rate_limit
+            using errcode = 'check_violation';
+    end if;
+    return new;
+end;
+$$;
+create trigger endpoints_check_rate_limit before insert or update of rate_limit on postbox.endpoints
+    for each row execute function postbox.endpoints_check_rate_limit();
+
 -- Each limited endpoint's pace, shared by every relay: the generic cell rate
 -- algorithm keeps one time per endpoint, `next_free`, when the next request
 -- would be on schedule. A request may go up to one burst ahead of it, a burst

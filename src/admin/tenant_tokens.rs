@@ -91,10 +91,11 @@ pub async fn check(client: &Client, token: &str) -> Result<Check> {
 /// `expires_in` as a duration within (0, [`MAX_EXPIRY`]].
 fn expiry(expires_in: Option<&str>) -> Result<Duration> {
     let Some(text) = expires_in else { return Ok(DEFAULT_EXPIRY) };
-    let duration = parse_duration(text).map_err(|err| Error::Invalid(format!("expires_in: {err}")))?;
+    let duration = parse_duration(text)
+        .map_err(|err| Error::Invalid(format!("the expiry (expires_in, or --expires): {err}")))?;
     if duration.is_zero() || duration > MAX_EXPIRY {
         return Err(Error::Invalid(format!(
-            "expires_in must be more than 0s and at most {}, not {text:?}",
+            "the expiry (expires_in, or --expires) must be more than 0s and at most {}, not {text:?}",
             format_duration(MAX_EXPIRY)
         )));
     }

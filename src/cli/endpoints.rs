@@ -72,7 +72,7 @@ pub struct Add {
     #[arg(long)]
     description: Option<String>,
     /// At most this many requests per second, across all relays
-    #[arg(long, value_name = "PER_SECOND", value_parser = clap::value_parser!(i32).range(1..))]
+    #[arg(long, value_name = "PER_SECOND", value_parser = clap::value_parser!(i32).range(1..), allow_negative_numbers = true)]
     rate_limit: Option<i32>,
     /// Use this `whsec_…` secret instead of a generated one
     #[arg(long)]
@@ -108,7 +108,7 @@ pub struct Update {
     #[arg(long)]
     description: Option<String>,
     /// At most this many requests per second, across all relays
-    #[arg(long, value_name = "PER_SECOND", value_parser = clap::value_parser!(i32).range(1..), conflicts_with = "no_rate_limit")]
+    #[arg(long, value_name = "PER_SECOND", value_parser = clap::value_parser!(i32).range(1..), allow_negative_numbers = true, conflicts_with = "no_rate_limit")]
     rate_limit: Option<i32>,
     /// Send as fast as the receiver answers
     #[arg(long)]

@@ -29,6 +29,9 @@ pub struct Emit {
     /// Who did it, a JSON object
     #[arg(long, value_name = "JSON")]
     actor: Option<String>,
+    /// Events with one key reach each endpoint in order (order/42)
+    #[arg(long, value_name = "KEY")]
+    ordering_key: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -47,6 +50,9 @@ pub struct Track {
     /// Columns left out of the payload
     #[arg(long, value_delimiter = ',')]
     exclude: Vec<String>,
+    /// Each row's events reach each endpoint in order (keyed by subject and primary key)
+    #[arg(long, conflicts_with = "untrack")]
+    ordered: bool,
     /// Remove the triggers instead
     #[arg(long)]
     untrack: bool,
@@ -62,12 +68,28 @@ pub struct Replay {
 }
 
 pub async fn emit(client: &Client, emit: Emit, json: bool) -> anyhow::Result<()> {
+    // The database lets owners and admins write these (postbox itself does);
+    // from the CLI they would be forged operational events.
+    if emit.event_type.to_ascii_lowercase().starts_with("postbox.") {
+        anyhow::bail!(
+            "event type {:?} is reserved: types beginning with \"postbox.\" are emitted by postbox itself",
+            emit.event_type
+        );
+    }
     let payload = parse_json(&emit.payload)?;
     let actor = emit.actor.as_deref().map(parse_json).transpose()?;
     let event: Uuid = client
         .query_one(
-            "select postbox.emit($1, $2, $3, $4, $5, $6)",
-            &[&emit.event_type, &payload, &emit.tenant, &emit.subject_type, &emit.subject_id, &actor],
+            "select postbox.emit($1, $2, $3, $4, $5, $6, $7)",
+            &[
+                &emit.event_type,
+                &payload,
+                &emit.tenant,
+                &emit.subject_type,
+                &emit.subject_id,
+                &actor,
+                &emit.ordering_key,
+            ],
         )
         .await
         .map_err(postbox::admin::Error::from)?
@@ -90,8 +112,15 @@ pub async fn track(client: &Client, track: Track, json: bool) -> anyhow::Result<
         };
         client
             .execute(
-                "select postbox.track($1::text::regclass, $2, $3, $4, $5)",
-                &[&track.table, &track.subject, &track.tenant_column, &actions, &track.exclude],
+                "select postbox.track($1::text::regclass, $2, $3, $4, $5, $6)",
+                &[
+                    &track.table,
+                    &track.subject,
+                    &track.tenant_column,
+                    &actions,
+                    &track.exclude,
+                    &track.ordered,
+                ],
             )
             .await
     };
@@ -132,7 +161,10 @@ pub async fn recover(client: &Client, recover: Recover, json: bool) -> anyhow::R
     if json {
         output::json(&json!({ "recovered": recovered }))
     } else {
-        output::line(format_args!("{recovered} failed deliveries scheduled again for {}", recover.endpoint))
+        output::line(format_args!(
+            "{recovered} failed deliveries scheduled again for {} (they wait while it is disabled: `postbox endpoints enable`)",
+            recover.endpoint
+        ))
     }
 }
 

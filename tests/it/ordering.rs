@@ -423,3 +423,33 @@ async fn a_keys_next_delivery_goes_as_soon_as_the_one_before_is_recorded_not_at_
     assert_eq!(seen.len(), EVENTS);
     println!("{EVENTS} events of one key in {took:?}");
 }
+
+#[tokio::test]
+async fn the_cli_emits_keyed_events_tracks_tables_in_order_and_refuses_postbox_types() {
+    let app = TestApp::new().await;
+    app.register("order.changed").await;
+    app.sql.batch_execute("create table carts (id int primary key)").await.unwrap();
+    let cli = |args: &[&str]| {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_postbox"))
+            .args(args)
+            .env("DATABASE_URL", &app.db.url)
+            .output()
+            .expect("run postbox");
+        (output.status.success(), String::from_utf8_lossy(&output.stderr).into_owned())
+    };
+    assert!(cli(&["emit", "order.changed", "{}", "--ordering-key", "order/7"]).0);
+    assert!(cli(&["track", "carts", "--ordered"]).0);
+    app.sql.batch_execute("insert into carts values (3)").await.unwrap();
+    let keys: Vec<Option<String>> = app
+        .sql
+        .query("select ordering_key from postbox.outbox order by id", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert_eq!(keys, [Some("order/7".to_owned()), Some("carts/3".to_owned())]);
+
+    let (ok, stderr) = cli(&["emit", "postbox.endpoint.disabled", "{}"]);
+    assert!(!ok && stderr.contains("is reserved"), "{stderr}");
+}

@@ -193,6 +193,17 @@ async fn the_rate_limit_is_set_and_cleared_from_the_api_and_the_cli_with_clear_e
     assert!(ok && out.contains("rate limit") && out.contains("7 requests/s"), "{out}");
     let (ok, out) = cli(&["endpoints", "update", &id, "--rate-limit", "0"]);
     assert!(!ok && out.contains("--rate-limit"), "{out}");
+    let (ok, out) = cli(&["endpoints", "update", &id, "--rate-limit", "-1"]);
+    assert!(!ok && out.contains("-1 is not in 1.."), "{out}");
+    // In SQL too the error names the value, and never prints the row (its secret).
+    let err = app
+        .sql
+        .execute("update postbox.endpoints set rate_limit = 0 where id = $1::text::uuid", &[&id])
+        .await
+        .unwrap_err();
+    let text = format!("{err:?}");
+    assert!(text.contains("rate_limit must be at least 1 request per second"), "{text}");
+    assert!(!text.contains("whsec_"), "the secret leaked into the error: {text}");
     let (ok, out) = cli(&["endpoints", "update", &id, "--no-rate-limit", "--json"]);
     assert!(ok, "{out}");
     let shown: Value = serde_json::from_str(&out).unwrap();
