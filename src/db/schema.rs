@@ -3,6 +3,8 @@
 //! runs queue up instead of colliding. Each file records its own version in
 //! `postbox.schema_migrations`, so `psql -f` and `postbox migrate` agree.
 
+use std::time::Duration;
+
 use tokio_postgres::{error::SqlState, Client, Transaction};
 
 pub struct Migration {
@@ -121,17 +123,60 @@ pub async fn migrate_with(client: &mut Client, options: Options) -> Result<Repor
     }
     tx.commit().await?;
     for migration in MIGRATIONS {
-        let tx = client.transaction().await?;
-        tx.execute("select pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK]).await?;
-        if installed_version(&tx).await? >= migration.version {
-            continue;
+        let mut conflicts = 0u32;
+        loop {
+            match apply_one(client, migration, plan.defer).await {
+                Ok(None) => break,
+                Ok(Some(deferred)) => {
+                    report.deferred += deferred;
+                    tracing::info!(version = migration.version, name = migration.name, "migration applied");
+                    report.applied.push(migration.version);
+                    break;
+                }
+                // Running relays hold the tables this migration alters: it
+                // gave up its locks (deadlock, or lock_timeout) and tries again.
+                Err(err) if lock_conflict(&err) && conflicts < LOCK_RETRIES => {
+                    conflicts += 1;
+                    tracing::warn!(version = migration.version, error = %err, "migration waited for running relays; trying again");
+                    tokio::time::sleep(Duration::from_millis(200) * conflicts).await;
+                }
+                Err(err) => return Err(err),
+            }
         }
-        report.deferred += apply(&tx, migration, plan.defer).await?;
-        tx.commit().await?;
-        tracing::info!(version = migration.version, name = migration.name, "migration applied");
-        report.applied.push(migration.version);
     }
     Ok(report)
+}
+
+/// How often a migration tries again when running relays hold its tables.
+const LOCK_RETRIES: u32 = 20;
+
+/// One migration in its own transaction, unless it is installed already
+/// (`None`). Its table locks wait at most `lock_timeout`: a migration
+/// queued for an exclusive lock stops every relay statement behind it, so it
+/// must not wait long; it gives up and tries again instead.
+async fn apply_one(client: &mut Client, migration: &Migration, defer: bool) -> Result<Option<usize>, Error> {
+    let tx = client.transaction().await?;
+    tx.execute("select pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK]).await?;
+    if installed_version(&tx).await? >= migration.version {
+        return Ok(None);
+    }
+    tx.batch_execute("set local lock_timeout = '2s'").await?;
+    let deferred = apply(&tx, migration, defer).await?;
+    tx.commit().await?;
+    Ok(Some(deferred))
+}
+
+/// A deadlock with, or a lock held too long by, another session.
+fn lock_conflict(err: &Error) -> bool {
+    let source = match err {
+        Error::Migration { source, .. } | Error::Deferred { source, .. } | Error::Pg(source) => source,
+        Error::Privileges(_) => return false,
+    };
+    matches!(
+        source.code(),
+        Some(&tokio_postgres::error::SqlState::T_R_DEADLOCK_DETECTED)
+            | Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE)
+    )
 }
 
 /// What this run does about the group roles.

@@ -133,3 +133,36 @@ async fn a_rolling_upgrade_from_the_previous_release_loses_nothing_and_sends_not
     assert_eq!(seen.len() as i64, written, "every event arrived");
     assert_eq!(twice, 0, "a clean hand-over sends nothing twice");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_migration_blocked_by_a_busy_table_gives_way_and_tries_again() {
+    let previous = previous_release_binary();
+    let db = TestDb::empty().await;
+    let migrated = Command::new(&previous).arg("migrate").env("DATABASE_URL", &db.url).output().unwrap();
+    assert!(migrated.status.success(), "{}", String::from_utf8_lossy(&migrated.stderr));
+    // A long transaction holds the deliveries table, as a relay's statement
+    // would for a moment: the next migration's ALTER waits for it.
+    let mut holder = db.connect().await;
+    let holding = holder.transaction().await.unwrap();
+    holding.batch_execute("lock table postbox.deliveries in share mode").await.unwrap();
+    let started = std::time::Instant::now();
+    let migrating = {
+        let url = db.url.clone();
+        tokio::spawn(async move {
+            let mut client = postbox::db::connect(&url).await.unwrap();
+            schema::migrate(&mut client).await
+        })
+    };
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Meanwhile others still get the table: the migration is not queued in front of them.
+    let mut other = db.connect().await;
+    let reading = other.transaction().await.unwrap();
+    reading.batch_execute("set local lock_timeout = '3s'; select count(*) from postbox.deliveries").await.expect(
+        "a migration waiting for a lock gives way within its lock_timeout instead of blocking everyone behind it",
+    );
+    reading.rollback().await.unwrap();
+    holding.rollback().await.unwrap();
+    let applied = migrating.await.unwrap().expect("the migration applies once the table is free");
+    assert!(applied.contains(&10), "{applied:?}");
+    assert!(started.elapsed() >= Duration::from_secs(3));
+}
