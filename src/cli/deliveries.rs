@@ -76,7 +76,7 @@ pub async fn run(client: &Client, command: Command, json: bool) -> anyhow::Resul
                     vec![
                         d.id.to_string(),
                         d.created_at.clone(),
-                        d.status.clone(),
+                        state(d.status.as_str(), d.waiting.as_deref()),
                         d.attempt_count.to_string(),
                         d.event_type.clone(),
                         d.endpoint_url.clone(),
@@ -156,4 +156,44 @@ fn print_headers(headers: Option<&Value>) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The status, and for a pending delivery why in a word or two (`show`
+/// gives the whole sentence).
+fn state(status: &str, waiting: Option<&str>) -> String {
+    let Some(waiting) = waiting else { return status.to_owned() };
+    let why = if waiting.starts_with("waiting: behind") {
+        "held by its key"
+    } else if waiting.starts_with("waiting: endpoint disabled") {
+        "endpoint disabled"
+    } else if waiting.starts_with("waiting: attempt") {
+        "retry scheduled"
+    } else if waiting.starts_with("in flight") {
+        "in flight"
+    } else {
+        "due"
+    };
+    format!("{status} ({why})")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::state;
+
+    #[test]
+    fn a_pending_delivery_says_why_in_a_word_or_two() {
+        assert_eq!(state("succeeded", None), "succeeded");
+        assert_eq!(
+            state("pending", Some("waiting: behind an earlier delivery of ordering key k; sent once ...")),
+            "pending (held by its key)"
+        );
+        assert_eq!(
+            state("pending", Some("waiting: endpoint disabled (paused by hand); enable it")),
+            "pending (endpoint disabled)"
+        );
+        assert_eq!(
+            state("pending", Some("due now: waiting for a relay with a free request slot")),
+            "pending (due)"
+        );
+    }
 }

@@ -237,7 +237,8 @@ async fn preflight(tx: &Transaction<'_>, options: Options) -> Result<Plan, Error
         }
     }
     let may_grant = missing.is_empty() || may_create_roles;
-    let defer = options.skip_roles || (deferred_earlier && !may_grant);
+    // --skip-roles skips what is missing: roles that exist get their grants.
+    let defer = (options.skip_roles && !missing.is_empty()) || (deferred_earlier && !may_grant);
     if !defer && !may_grant && pending && installed_version(tx).await? < ROLES_VERSION {
         let create: Vec<String> = missing.iter().map(|role| format!("create role {role} nologin;")).collect();
         return Err(Error::Privileges(format!(
