@@ -43,6 +43,16 @@ create table postbox.endpoint_pace (
 );
 alter table postbox.endpoint_pace set (fillfactor = 50);
 
+-- When the next request to an endpoint may go, given its pace: up to one
+-- burst (half a second's requests, at least one) ahead of `next_free`.
+-- The claim leaves out endpoints whose next permit is still to come.
+create function postbox.next_permit_at(next_free timestamptz, per_second int) returns timestamptz
+language sql immutable parallel safe
+set search_path = pg_catalog, pg_temp
+as $$
+    select next_free - (greatest(per_second / 2, 1) - 1) * (interval '1 second' / greatest(per_second, 1));
+$$;
+
 -- Takes up to `wanted` permits to send to `endpoint` now, at `per_second`.
 -- Returns how many it granted and when the next one will be free. The row
 -- lock serializes relays per endpoint until the claim commits (one short
@@ -70,7 +80,7 @@ begin
     if granted > 0 then
         update postbox.endpoint_pace p set next_free = scheduled where p.endpoint_id = endpoint;
     end if;
-    next_permit_at := scheduled - (burst - 1) * step;
+    next_permit_at := postbox.next_permit_at(scheduled, per_second);
 end;
 $$;
 

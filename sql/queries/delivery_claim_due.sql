@@ -9,13 +9,12 @@ with busy as (
 ),
 -- Rate-limited endpoints with no permit free right now, and when the next is.
 paced as materialized (
-    select p.endpoint_id,
-           p.next_free - (greatest(e.rate_limit / 2, 1) - 1) * (interval '1 second' / e.rate_limit) as next_permit_at
-    from postbox.endpoint_pace p
-    join postbox.endpoints e on e.id = p.endpoint_id
-    where e.rate_limit is not null
-      and p.next_free - (greatest(e.rate_limit / 2, 1) - 1) * (interval '1 second' / e.rate_limit)
-          > clock_timestamp()
+    select n.endpoint_id, n.next_permit_at
+    from (select p.endpoint_id, postbox.next_permit_at(p.next_free, e.rate_limit) as next_permit_at
+          from postbox.endpoint_pace p
+          join postbox.endpoints e on e.id = p.endpoint_id
+          where e.rate_limit is not null) n
+    where n.next_permit_at > clock_timestamp()
 ),
 -- The head of the due queue, straight off the index: no joins here, so the
 -- planner keeps the ordered index scan with its limit. Deliveries of disabled

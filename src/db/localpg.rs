@@ -53,14 +53,7 @@ impl LocalPostgres {
                 return Err(Error::NotInBindir { dir: bindir, program });
             }
         }
-        let dir = std::env::temp_dir().join(format!("postbox-pg-{}", uuid::Uuid::new_v4().simple()));
-        std::fs::create_dir_all(&dir)?;
-        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        let run_as = is_root().then(unprivileged_user);
-        let mut cluster = Self { dir, bindir, port, run_as, removed: false };
-        if let Some(user) = run_as {
-            output_of("chown", Command::new("chown").arg(user).arg(&cluster.dir))?;
-        }
+        let mut cluster = Self::new_dir(bindir)?;
         let data = cluster.data();
         cluster.run("initdb", ["-D", &data, "-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8"])?;
         if let Err(err) = cluster.up() {
@@ -73,14 +66,7 @@ impl LocalPostgres {
     /// A streaming standby of `primary`, from a base backup of it, started
     /// and following it (pg_basebackup -R writes the connection to follow).
     pub fn standby_of(primary: &LocalPostgres) -> Result<Self, Error> {
-        let dir = std::env::temp_dir().join(format!("postbox-pg-{}", uuid::Uuid::new_v4().simple()));
-        std::fs::create_dir_all(&dir)?;
-        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        let mut standby =
-            Self { dir, bindir: primary.bindir.clone(), port, run_as: primary.run_as, removed: false };
-        if let Some(user) = standby.run_as {
-            output_of("chown", Command::new("chown").arg(user).arg(&standby.dir))?;
-        }
+        let mut standby = Self::new_dir(primary.bindir.clone())?;
         let (data, source_port) = (standby.data(), primary.port.to_string());
         let backup = standby.run(
             "pg_basebackup",
@@ -109,6 +95,20 @@ impl LocalPostgres {
     /// Makes a standby the primary, and waits until it is.
     pub fn promote(&self) -> Result<(), Error> {
         self.run("pg_ctl", ["-D", &self.data(), "-w", "promote"])
+    }
+
+    /// A new directory for a cluster, owned by the user the server runs as,
+    /// and a free port for it; nothing in it yet.
+    fn new_dir(bindir: PathBuf) -> Result<Self, Error> {
+        let dir = std::env::temp_dir().join(format!("postbox-pg-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir)?;
+        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let run_as = is_root().then(unprivileged_user);
+        let cluster = Self { dir, bindir, port, run_as, removed: false };
+        if let Some(user) = run_as {
+            output_of("chown", Command::new("chown").arg(user).arg(&cluster.dir))?;
+        }
+        Ok(cluster)
     }
 
     /// `postgres://postgres@127.0.0.1:<port>/postgres`

@@ -172,11 +172,7 @@ fn lock_conflict(err: &Error) -> bool {
         Error::Migration { source, .. } | Error::Deferred { source, .. } | Error::Pg(source) => source,
         Error::Privileges(_) => return false,
     };
-    matches!(
-        source.code(),
-        Some(&tokio_postgres::error::SqlState::T_R_DEADLOCK_DETECTED)
-            | Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE)
-    )
+    matches!(source.code(), Some(&SqlState::T_R_DEADLOCK_DETECTED) | Some(&SqlState::LOCK_NOT_AVAILABLE))
 }
 
 /// What this run does about the group roles.
