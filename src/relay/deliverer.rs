@@ -541,7 +541,7 @@ impl Deliverer {
     async fn record_loop(self: Arc<Self>, mut outcomes: mpsc::Receiver<AttemptRecord>, wake: Arc<Notify>) {
         let mut batch = Vec::with_capacity(self.config.batch_size);
         while outcomes.recv_many(&mut batch, self.config.batch_size).await > 0 {
-            let mut failures = 0;
+            let (mut failures, first_try) = (0, Instant::now());
             loop {
                 let err = match self.record(&batch).await {
                     Ok(recorded) => {
@@ -557,9 +557,14 @@ impl Deliverer {
                 };
                 failures += 1;
                 error!(error = %err, attempts = batch.len(), "recording attempts failed");
-                if failures >= 5 {
-                    // Their leases run out and the deliveries are attempted again.
-                    error!(attempts = batch.len(), "giving up on recording these attempts");
+                // Worth trying while the leases last (a database restarting
+                // comes back in seconds); after that the outcome is stale,
+                // and the deliveries are attempted again.
+                if first_try.elapsed() >= self.config.lease {
+                    error!(
+                        attempts = batch.len(),
+                        "giving up on recording these attempts: their leases ran out"
+                    );
                     break;
                 }
                 tokio::time::sleep(backoff(failures)).await;
