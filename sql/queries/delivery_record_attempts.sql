@@ -1,6 +1,8 @@
 -- Records a batch of finished attempts (parallel arrays, one element per
 -- attempt) and moves each delivery to its next state, but only where the claim
--- token still matches: a relay whose lease ran out changes nothing.
+-- token still matches: a relay whose lease ran out changes nothing. First
+-- attempts sent straight from the outbox (an outbox_id, and their dispatch
+-- batch's token) write their delivery here.
 -- Then updates endpoint health, writing only on a change: a success clears
 -- failing_since, a first failure sets it, and an endpoint is disabled when a
 -- receiver answers 410 Gone ($13) or every attempt has failed for longer than
@@ -10,11 +12,13 @@ with result as (
     select *
     from unnest($1::uuid[], $2::uuid[], $3::int[], $4::float8[], $5::int[], $6::text[],
                 $7::int[], $8::text[], $9::text[], $10::text[], $11::text[], $12::float8[], $13::bool[],
-                $15::bool[])
+                $15::bool[], $16::uuid[], $17::uuid[], $18::int8[])
          as r(delivery_id, lease_token, attempt_number, started_at, duration_ms, request_headers,
-              response_status, response_headers, response_body, error, status, retry_in, gone, operational)
+              response_status, response_headers, response_body, error, status, retry_in, gone, operational,
+              event_id, endpoint_id, outbox_id)
 ),
-settled as (
+-- Claimed deliveries (no outbox_id): moved on, where the claim is still theirs.
+updated as (
     update postbox.deliveries d
     set status = r.status,
         attempt_count = r.attempt_number,
@@ -27,10 +31,40 @@ settled as (
                           then coalesce(r.error, 'HTTP ' || r.response_status) end,
         updated_at = now()
     from result r, postbox.endpoints e
-    where d.id = r.delivery_id
+    where r.outbox_id is null
+      and d.id = r.delivery_id
       and d.lease_token = r.lease_token
       and e.id = d.endpoint_id
     returning d.id, d.endpoint_id, d.event_id, d.ordering_key is not null and d.status <> 'pending' as ended_in_order
+),
+-- First attempts sent straight from the outbox: each delivery is written now,
+-- with its outcome, while their dispatch batch is still theirs (once its
+-- lease ran out its events were dispatched again, and these outcomes are
+-- stale). Never keyed: keyed deliveries are always claimed.
+inserted as (
+    insert into postbox.deliveries (id, event_id, endpoint_id, outbox_id, status, attempt_count,
+                                    next_attempt_at, last_error)
+    select r.delivery_id, r.event_id, r.endpoint_id, r.outbox_id, r.status, r.attempt_number,
+           case when r.status <> 'pending' then null
+                when e.enabled then now() + make_interval(secs => r.retry_in)
+                else 'infinity' end,
+           case when r.status <> 'succeeded' then coalesce(r.error, 'HTTP ' || r.response_status) end
+    from result r
+    join postbox.endpoints e on e.id = r.endpoint_id
+    where r.outbox_id is not null
+      and exists (select 1 from postbox.dispatch_batches b where b.lease_token = r.lease_token)
+    on conflict on constraint deliveries_event_endpoint_key do nothing
+    returning id, endpoint_id, event_id, false as ended_in_order
+),
+-- Dispatch batches whose last outcome this is ($19, counted by the relay).
+finished_batches as (
+    delete from postbox.dispatch_batches b
+    where b.lease_token = any($19::uuid[])
+),
+settled as (
+    select * from updated
+    union all
+    select * from inserted
 ),
 -- The relay's own outbox inserts below wake no relay through NOTIFY (their
 -- statement trigger fires even for none): this relay rings its own
@@ -38,7 +72,7 @@ settled as (
 quiet as (
     select set_config('postbox.relay_writes', 'on', true) as relay_writes
 ),
-inserted as (
+written_attempts as (
     insert into postbox.attempts (delivery_id, attempt_number, started_at, duration_ms, request_headers,
                                   response_status, response_headers, response_body, error)
     select r.delivery_id, r.attempt_number, to_timestamp(r.started_at), r.duration_ms,
@@ -114,7 +148,7 @@ exhausted_events as (
     where r.status = 'failed' and not r.operational
     returning 1
 )
-select (select count(*) from inserted) as recorded,
+select (select count(*) from written_attempts) as recorded,
        -- Keyed deliveries that ended: the next of each key is due now.
        (select count(*) from settled s where s.ended_in_order) as queues_moved,
        (select q.relay_writes from quiet q) as relay_writes,

@@ -1,19 +1,22 @@
 -- Claims up to $1 undispatched outbox rows, creates one pending delivery per
--- matching endpoint (due after $2 seconds; parked at 'infinity' while the
--- endpoint is paused, so a pause loses nothing) and marks the rows
+-- matching endpoint that it does not send to at once (below; due after $2
+-- seconds; parked at 'infinity' while the endpoint is paused, so a pause
+-- loses nothing) and marks the rows
 -- dispatched. One statement, one short transaction. Index:
 -- outbox_undispatched_idx.
 --
--- Deliveries that this relay has room to send right away are created already
--- leased to it (lease of $3 seconds, claim token $4), and their requests come
--- back from this statement: a first attempt then costs no claim. The room is
+-- First attempts that this relay has room to send right away come back from
+-- this statement as requests, with no delivery row: the relay writes each
+-- delivery with its outcome. A dispatch batch row, leased to the relay ($3
+-- seconds, claim token $4), stands for them until then: a first attempt
+-- costs no claim, and its delivery one insert. The room is
 -- $8 request slots in all, at most the free slots per endpoint ($5 endpoint
 -- ids with $6 free slots; $7 for any other endpoint), as in a claim. The
--- rest are left unleased for any relay to claim; only then are the
+-- rest are created as deliveries for any relay to claim; only then are the
 -- deliverers woken.
 --
--- Returns one row of counts, with the columns of one leased delivery's
--- request; one more row per further leased delivery.
+-- Returns one row of counts, with the columns of one first attempt's
+-- request; one more row per further first attempt.
 with busy as (
     select * from unnest($5::uuid[], $6::int[]) as b(endpoint_id, free)
 ),
@@ -120,27 +123,41 @@ chosen as (
            f.fits and sum(f.fits::int) over (order by f.outbox_id, f.endpoint_id) <= $8::int as leased
     from fitting f
 ),
+-- First attempts this relay sends at once: no delivery row until their
+-- outcome is recorded (one insert then, with it); the dispatch batch row
+-- stands for them meanwhile. Only pairs with no delivery yet: an event
+-- dispatched again after its batch's lease ran out keeps the outcomes
+-- recorded before that.
+direct as materialized (
+    select c.outbox_id, c.event_id, c.endpoint_id, gen_random_uuid() as delivery_id
+    from chosen c
+    where c.leased
+      and not exists (select 1 from postbox.deliveries d
+                      where d.event_id = c.event_id and d.endpoint_id = c.endpoint_id)
+),
+in_flight as (
+    insert into postbox.dispatch_batches (lease_token, leased_until, outbox_ids)
+    select $4, now() + make_interval(secs => $3::float8), array_agg(distinct d.outbox_id)
+    from direct d
+    having count(*) > 0
+    returning 1
+),
 created as (
-    -- A leased first attempt is spent as it is leased, as a claim spends one.
-    insert into postbox.deliveries (event_id, endpoint_id, next_attempt_at, lease_token, leased_until, attempt_count,
-                                    ordering_key, outbox_id, held)
+    insert into postbox.deliveries (event_id, endpoint_id, next_attempt_at, ordering_key, outbox_id, held)
     select c.event_id, c.endpoint_id,
            case when c.parked or c.ordering_key is not null then 'infinity'
                 else now() + make_interval(secs => $2::float8) end,
-           case when c.leased then $4::uuid end,
-           case when c.leased then now() + make_interval(secs => $3::float8) end,
-           case when c.leased then 1 else 0 end,
            c.ordering_key, c.outbox_id, c.ordering_key is not null
     from chosen c
+    where not c.leased
     order by c.outbox_id
     on conflict on constraint deliveries_event_endpoint_key do nothing
-    returning id, event_id, endpoint_id, lease_token is not null as leased, next_attempt_at < 'infinity' as due,
-              held
+    returning next_attempt_at < 'infinity' as due, held
 ),
 counts as materialized (
     select (select count(*) from marked) as events,
-           (select count(*) from created) as deliveries,
-           (select count(*) from created where not leased and (due or held)) as unleased,
+           (select count(*) from created) + (select count(*) from direct) as deliveries,
+           (select count(*) from created where due or held) as unleased,
            (select count(*) from locked) - (select count(*) from batch) as deferred
 ),
 -- No caller reads `woke`: the CTE is there for its NOTIFY, which runs because
@@ -153,9 +170,10 @@ woken as (
     from counts
 )
 select w.events, w.deliveries, w.unleased, w.deferred,
-       c.id,
+       c.delivery_id as id,
        c.endpoint_id,
        1 as attempt_number,
+       c.outbox_id,
        b.event_id,
        b.event_type,
        postbox.rfc3339(b.occurred_at) as occurred_at,
@@ -172,8 +190,8 @@ select w.events, w.deliveries, w.unleased, w.deferred,
        postbox.signing_secrets(e) as secrets,
        e.headers
 from woken w
-left join created c on c.leased
-left join batch b on b.event_id = c.event_id
+left join direct c on true
+left join batch b on b.id = c.outbox_id
 left join lateral (select b.payload::text as payload, b.previous::text as previous, b.actor::text as actor
                    offset 0) body on true -- computed once per row, not per reference
 left join postbox.endpoints e on e.id = c.endpoint_id

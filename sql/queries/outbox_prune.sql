@@ -21,6 +21,8 @@ with head as (
       and o.dispatched_at < now() - make_interval(secs => $2)
       and not exists (select 1 from postbox.deliveries d
                       where d.event_id = o.event_id and d.status = 'pending')
+      -- nor first attempts in flight, which have no delivery row yet
+      and o.id not in (select unnest(b.outbox_ids) from postbox.dispatch_batches b)
     returning o.id
 )
 select (select max(id) from head) as last_id,

@@ -66,6 +66,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "tenant_tokens",
         sql: include_str!("../../sql/migrations/0012_tenant_tokens.sql"),
     },
+    Migration {
+        version: 13,
+        name: "first_attempts_from_outbox",
+        sql: include_str!("../../sql/migrations/0013_first_attempts_from_outbox.sql"),
+    },
 ];
 
 /// Key for `pg_advisory_xact_lock`: "postbox" in ASCII.

@@ -32,6 +32,10 @@ pub struct Claimed {
     pub defect: Option<String>,
     /// When this relay leased it: the lease bounds how long its request may take.
     pub leased_at: std::time::Instant,
+    /// A first attempt sent straight from the outbox: its event's outbox id.
+    /// No delivery row exists yet (`id` is the one it will get); the outcome
+    /// writes it, while the dispatch batch under `lease_token` is this relay's.
+    pub from_outbox: Option<i64>,
 }
 
 impl Claimed {
@@ -199,6 +203,7 @@ mod tests {
             headers: json!({"X-Team": "blue"}),
             defect: None,
             leased_at: std::time::Instant::now(),
+            from_outbox: None,
         }
     }
 

@@ -26,10 +26,32 @@ pub struct Capacity {
     turn: Arc<AsyncMutex<bool>>,
     /// Requests in flight per endpoint, for the per-endpoint cap.
     endpoint_load: Mutex<HashMap<Uuid, usize>>,
-    /// Leased but unrecorded deliveries and their claim tokens. Whatever is
-    /// left here at shutdown is handed back at once instead of waiting out
-    /// its lease.
-    held: Mutex<HashMap<Uuid, Uuid>>,
+    /// Leased but unrecorded deliveries, by id. Whatever is left here at
+    /// shutdown is handed back at once instead of waiting out its lease.
+    held: Mutex<HashMap<Uuid, HeldLease>>,
+}
+
+/// A delivery leased to this relay whose outcome is not recorded yet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeldLease {
+    pub delivery_id: Uuid,
+    pub lease_token: Uuid,
+    pub event_id: Uuid,
+    pub endpoint_id: Uuid,
+    /// A first attempt from the outbox, which has no delivery row yet.
+    pub from_outbox: Option<i64>,
+}
+
+impl HeldLease {
+    fn of(delivery: &Claimed) -> Self {
+        Self {
+            delivery_id: delivery.id,
+            lease_token: delivery.lease_token,
+            event_id: delivery.event_id,
+            endpoint_id: delivery.endpoint_id,
+            from_outbox: delivery.from_outbox,
+        }
+    }
 }
 
 /// Room for new requests, held while one statement leases deliveries into
@@ -68,6 +90,10 @@ impl Leased {
 
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
+    }
+
+    pub fn deliveries(&self) -> impl Iterator<Item = &Claimed> {
+        self.0.iter().map(|(delivery, _)| delivery)
     }
 }
 
@@ -133,7 +159,7 @@ impl Capacity {
     /// slots left over go back.
     pub fn take(&self, room: Room, leased: Vec<Claimed>) -> Leased {
         let mut held = self.held.lock().expect("held lock is never poisoned");
-        held.extend(leased.iter().map(|d| (d.id, d.lease_token)));
+        held.extend(leased.iter().map(|d| (d.id, HeldLease::of(d))));
         drop(held);
         let mut load = self.endpoint_load.lock().expect("endpoint load lock is never poisoned");
         for delivery in &leased {
@@ -178,9 +204,9 @@ impl Capacity {
         *self.turn.lock().await = true;
     }
 
-    /// Every delivery still held, with its claim token, to be released.
-    pub fn take_held(&self) -> (Vec<Uuid>, Vec<Uuid>) {
-        std::mem::take(&mut *self.held.lock().expect("held lock is never poisoned")).into_iter().unzip()
+    /// Every delivery still held, to be released.
+    pub fn take_held(&self) -> Vec<HeldLease> {
+        std::mem::take(&mut *self.held.lock().expect("held lock is never poisoned")).into_values().collect()
     }
 }
 
@@ -211,6 +237,7 @@ mod tests {
             headers: serde_json::json!({}),
             defect: None,
             leased_at: std::time::Instant::now(),
+            from_outbox: None,
         }
     }
 
@@ -259,11 +286,11 @@ mod tests {
         let capacity = Capacity::new(4, 4);
         let endpoint = Uuid::new_v4();
         let (recorded, unrecorded) = (delivery(endpoint), delivery(endpoint));
-        let expected = (vec![unrecorded.id], vec![unrecorded.lease_token]);
+        let expected = vec![HeldLease::of(&unrecorded)];
         let room = capacity.room(2).await;
         let _leased = capacity.take(room, vec![recorded.clone(), unrecorded]);
         capacity.recorded([recorded.id]);
         assert_eq!(capacity.take_held(), expected);
-        assert_eq!(capacity.take_held(), (vec![], vec![]));
+        assert_eq!(capacity.take_held(), vec![]);
     }
 }

@@ -34,6 +34,7 @@ use crate::{
     metrics::Metrics,
     relay::{
         backoff::{backoff, sleep_or_cancel},
+        batches::OpenBatches,
         capacity::{Capacity, Leased, Room},
         supervisor::Liveness,
     },
@@ -63,6 +64,9 @@ pub struct AttemptRecord {
     pub delivery_id: Uuid,
     pub lease_token: Uuid,
     pub endpoint_id: Uuid,
+    pub event_id: Uuid,
+    /// A first attempt sent straight from the outbox: writes its delivery.
+    pub from_outbox: Option<i64>,
     pub attempt_number: i32,
     pub started_at: SystemTime,
     pub duration: Duration,
@@ -82,6 +86,8 @@ pub struct Deliverer {
     config: DelivererConfig,
     metrics: Arc<Metrics>,
     capacity: Capacity,
+    /// First attempts handed over by the dispatcher and not yet recorded.
+    batches: OpenBatches,
     /// Deliveries leased by the dispatcher, on their way to the request loop.
     handed_over: mpsc::UnboundedSender<Leased>,
     hand_over_inbox: Mutex<Option<mpsc::UnboundedReceiver<Leased>>>,
@@ -108,6 +114,7 @@ impl Deliverer {
         let (handed_over, hand_over_inbox) = mpsc::unbounded_channel();
         Self {
             capacity: Capacity::new(config.concurrency, config.endpoint_concurrency),
+            batches: OpenBatches::default(),
             pool,
             sender,
             config,
@@ -148,6 +155,7 @@ impl Deliverer {
     /// to the request loop.
     pub fn hand_over(&self, leased: Leased) {
         if !leased.is_empty() {
+            self.batches.opened(leased.deliveries());
             // The loop stops taking them only after no room is given out
             // any more; whatever it left unsent is released at shutdown.
             let _ = self.handed_over.send(leased);
@@ -245,6 +253,8 @@ impl Deliverer {
             delivery_id: delivery.id,
             lease_token: delivery.lease_token,
             endpoint_id: delivery.endpoint_id,
+            event_id: delivery.event_id,
+            from_outbox: delivery.from_outbox,
             attempt_number: delivery.attempt_number,
             started_at,
             duration,
@@ -319,6 +329,19 @@ impl Deliverer {
     /// Writes a batch of attempts in one round trip, with the endpoints'
     /// health. An attempt whose claim token is stale is dropped.
     pub async fn record(&self, records: &[AttemptRecord]) -> Result<Recorded> {
+        let finished = self.batches_finished_by(records);
+        self.write(records, &finished).await
+    }
+
+    /// The dispatch batches whose last first attempts are among `records`:
+    /// their rows go with this write. Once per outcome, however many tries
+    /// the write takes.
+    fn batches_finished_by(&self, records: &[AttemptRecord]) -> Vec<Uuid> {
+        self.batches.recorded(records.iter().filter(|r| r.from_outbox.is_some()).map(|r| r.lease_token))
+    }
+
+    /// [`Self::record`], deleting the rows of the `finished` dispatch batches.
+    async fn write(&self, records: &[AttemptRecord], finished: &[Uuid]) -> Result<Recorded> {
         if records.is_empty() {
             return Ok(Recorded::default());
         }
@@ -347,6 +370,9 @@ impl Deliverer {
             .collect();
         let gone: Vec<bool> = records.iter().map(|r| r.decision == Decision::Gone).collect();
         let operational: Vec<bool> = records.iter().map(|r| r.operational).collect();
+        let events: Vec<Uuid> = records.iter().map(|r| r.event_id).collect();
+        let endpoints: Vec<Uuid> = records.iter().map(|r| r.endpoint_id).collect();
+        let outbox_ids: Vec<Option<i64>> = records.iter().map(|r| r.from_outbox).collect();
         let disable_after = self.config.disable_endpoint_after.as_secs_f64();
 
         let client = self.pool.get().await?;
@@ -370,6 +396,10 @@ impl Deliverer {
                     &gone,
                     &disable_after,
                     &operational,
+                    &events,
+                    &endpoints,
+                    &outbox_ids,
+                    &finished,
                 ],
             )
             .await?;
@@ -403,14 +433,23 @@ impl Deliverer {
         Ok(records.len())
     }
 
-    /// Hands everything claimed but unrecorded back to the queue, due now.
+    /// Hands everything claimed but unrecorded back to the queue, due now,
+    /// first attempts from the outbox as new deliveries.
     async fn release_in_flight(&self) -> Result<usize> {
-        let (ids, tokens) = self.capacity.take_held();
-        if ids.is_empty() {
+        let held = self.capacity.take_held();
+        if held.is_empty() {
             return Ok(0);
         }
+        let ids: Vec<Uuid> = held.iter().map(|h| h.delivery_id).collect();
+        let tokens: Vec<Uuid> = held.iter().map(|h| h.lease_token).collect();
+        let events: Vec<Uuid> = held.iter().map(|h| h.event_id).collect();
+        let endpoints: Vec<Uuid> = held.iter().map(|h| h.endpoint_id).collect();
+        let outbox_ids: Vec<Option<i64>> = held.iter().map(|h| h.from_outbox).collect();
         let client = self.pool.get().await?;
-        Ok(client.execute(sql::DELIVERY_RELEASE, &[&ids, &tokens]).await? as usize)
+        let row = client
+            .query_one(sql::DELIVERY_RELEASE, &[&ids, &tokens, &events, &endpoints, &outbox_ids])
+            .await?;
+        Ok(row.try_get::<_, i64>("released")? as usize)
     }
 
     /// Runs until `shutdown`: keeps up to `concurrency` requests in flight,
@@ -542,8 +581,9 @@ impl Deliverer {
         let mut batch = Vec::with_capacity(self.config.batch_size);
         while outcomes.recv_many(&mut batch, self.config.batch_size).await > 0 {
             let (mut failures, first_try) = (0, Instant::now());
+            let finished = self.batches_finished_by(&batch);
             loop {
-                let err = match self.record(&batch).await {
+                let err = match self.write(&batch, &finished).await {
                     Ok(recorded) => {
                         if recorded.queues_moved > 0 {
                             wake.notify_one();
@@ -637,5 +677,6 @@ pub fn claimed_from_row(row: &Row, lease_token: Uuid) -> std::result::Result<Cla
         headers: headers.unwrap_or(Value::Null),
         defect: (!defects.is_empty()).then(|| defects.join("; ")),
         leased_at,
+        from_outbox: None,
     })
 }

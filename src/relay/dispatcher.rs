@@ -15,7 +15,7 @@ use std::{
 use deadpool_postgres::Pool;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, error, info};
+use tracing::{debug, error, info, warn};
 use uuid::Uuid;
 
 use crate::{
@@ -220,7 +220,9 @@ impl Dispatcher {
             let mut leased = Vec::new();
             for row in &rows {
                 if row.try_get::<_, Option<Uuid>>("id")?.is_some() {
-                    leased.push(deliverer::claimed_from_row(row, lease_token)?);
+                    let mut first_attempt = deliverer::claimed_from_row(row, lease_token)?;
+                    first_attempt.from_outbox = Some(row.try_get("outbox_id")?);
+                    leased.push(first_attempt);
                 }
             }
             deliverer.hand_over(deliverer.capacity().take(room, leased));
@@ -237,6 +239,18 @@ impl Dispatcher {
         Ok(dispatched)
     }
 
+    /// Dispatches again the events of first attempts whose dispatch batch ran
+    /// out of lease (their relay died, or released them at shutdown) and
+    /// returns how many; a pass then sends what of them was not recorded.
+    pub async fn recover_expired_batches(&self) -> Result<i64> {
+        let client = self.pool.get().await?;
+        let events: i64 = client.query_one(sql::DISPATCH_BATCHES_RECOVER, &[]).await?.try_get("events")?;
+        if events > 0 {
+            warn!(events, "first attempts whose lease ran out unrecorded: dispatching their events again");
+        }
+        Ok(events)
+    }
+
     /// Runs until `shutdown`, pacing itself with [`Pace`]: a full batch means
     /// claim again at once; sustained traffic means poll every few ms with the
     /// busy mark set, so apps' inserts skip NOTIFY; otherwise wait for `wake`
@@ -250,7 +264,16 @@ impl Dispatcher {
         let mut pace = Pace::new(Instant::now());
         let mut marked_at: Option<Instant> = None;
         let mut failures = 0u32;
+        let mut recovered_at: Option<Instant> = None;
         while !shutdown.is_cancelled() {
+            // Once a poll interval, from start-up on: a dead relay's first
+            // attempts are sent again within a lease and a poll.
+            if recovered_at.is_none_or(|at| at.elapsed() >= self.config.poll_interval) {
+                recovered_at = Some(Instant::now());
+                if let Err(err) = self.recover_expired_batches().await {
+                    error!(error = %err, "looking for expired dispatch batches failed");
+                }
+            }
             let mut full = false;
             if let Some(deliverer) = self.leasing() {
                 // Events wait in the outbox, not as unleased deliveries,

@@ -191,25 +191,39 @@ async fn a_pass_leases_what_its_relay_has_room_for_and_leaves_the_rest_to_claims
 
     let dispatched = leasing_dispatcher(&app).run_once().await.unwrap();
     assert_eq!((dispatched.events, dispatched.deliveries, dispatched.unleased), (3, 6, 3));
-    for endpoint in [first, second] {
-        let leased = app
-            .count(&format!(
-                "select count(*) from postbox.deliveries
-                 where endpoint_id = '{endpoint}' and lease_token is not null and leased_until > now()"
-            ))
-            .await;
-        assert!(leased <= 2, "endpoint {endpoint} got {leased} leased deliveries, over its cap of 2");
-    }
-    assert_eq!(app.count("select count(*) from postbox.deliveries where lease_token is not null").await, 3);
-    assert_eq!(
-        app.count(
-            "select count(*) from postbox.deliveries d join postbox.outbox o using (event_id)
-             where d.lease_token is not null and o.payload->>'n' = '2'"
+    // The three sent at once have no delivery row until their outcome is
+    // recorded: their dispatch batch stands for them.
+    let created = app
+        .sql
+        .query(
+            "select d.endpoint_id, (o.payload->>'n')::int from postbox.deliveries d join postbox.outbox o using (event_id)
+             where d.lease_token is null and d.status = 'pending' and d.next_attempt_at <= now()
+             order by 2, 1",
+            &[],
         )
-        .await,
-        0,
+        .await
+        .unwrap();
+    assert_eq!(created.len(), 3, "the rest are due for a claim");
+    for endpoint in [first, second] {
+        let sent_at_once = 3 - created.iter().filter(|r| r.get::<_, Uuid>(0) == endpoint).count();
+        assert!(sent_at_once <= 2, "endpoint {endpoint} got {sent_at_once} requests, over its cap of 2");
+    }
+    assert!(
+        created.iter().filter(|r| r.get::<_, i32>(1) == 2).count() == 2,
         "room goes to the oldest events first"
     );
+    let batch: Vec<i64> = app
+        .sql
+        .query_one(
+            "select array(select (o.payload->>'n')::int8 from postbox.outbox o
+                          where o.id = any(b.outbox_ids) order by 1)
+             from postbox.dispatch_batches b",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(batch, vec![0, 1], "the batch holds the events of the requests sent at once");
     // The handed-over deliveries hold all three slots until they are sent,
     // so a claim finds no room for the other three.
     assert!(app.deliverer.claim(10).await.unwrap().is_empty());
@@ -225,4 +239,50 @@ async fn nothing_is_leased_while_first_attempts_wait() {
     let dispatched = leasing_dispatcher(&app).run_once().await.unwrap();
     assert_eq!((dispatched.deliveries, dispatched.unleased), (1, 1));
     assert_eq!(app.count("select count(*) from postbox.deliveries where lease_token is null").await, 1);
+}
+
+#[tokio::test]
+async fn first_attempts_whose_lease_ran_out_unrecorded_are_dispatched_again_and_only_those() {
+    let app = TestApp::new().await;
+    app.register("order.created").await;
+    app.subscribe("http://127.0.0.1:9/hook", &["order.created"]).await;
+    for n in 0..2 {
+        app.emit("order.created", json!({ "n": n })).await;
+    }
+    let dispatcher = leasing_dispatcher(&app);
+    assert_eq!(dispatcher.run_once().await.unwrap().unleased, 0, "both sent at once");
+    // One outcome is recorded; then the relay dies and the lease runs out.
+    let recorded = app
+        .sql
+        .execute(
+            "insert into postbox.deliveries (event_id, endpoint_id, status, attempt_count, next_attempt_at)
+             select o.event_id, e.id, 'succeeded', 1, null
+             from postbox.outbox o, postbox.endpoints e where o.payload->>'n' = '0'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(recorded, 1);
+    assert_eq!(dispatcher.recover_expired_batches().await.unwrap(), 0, "the lease has not run out");
+    app.sql
+        .batch_execute("update postbox.dispatch_batches set leased_until = now() - interval '1 s'")
+        .await
+        .unwrap();
+
+    assert_eq!(dispatcher.recover_expired_batches().await.unwrap(), 2);
+    assert_eq!(app.count("select count(*) from postbox.dispatch_batches").await, 0);
+    // A dispatcher that leases nothing: what is sent again waits as a delivery.
+    let again = app.dispatch().await;
+    assert_eq!((again.events, again.deliveries), (2, 1), "the recorded outcome stands");
+    let pending: String = app
+        .sql
+        .query_one(
+            "select o.payload->>'n' from postbox.deliveries d join postbox.outbox o using (event_id)
+             where d.status = 'pending'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(pending, "1");
 }

@@ -362,7 +362,8 @@ async fn order_holds_per_key_while_relays_compete_and_are_killed() {
         relays[victim] = RelayProcess::start(&app.db.url, &settings);
     }
     let open = "select (select count(*) from postbox.deliveries where status <> 'succeeded')
-                     + (select count(*) from postbox.outbox where dispatched_at is null)";
+                     + (select count(*) from postbox.outbox where dispatched_at is null)
+                     + (select count(*) from postbox.dispatch_batches)";
     eventually(Duration::from_secs(120), "every keyed delivery succeeded", || async {
         app.count(open).await == 0
     })

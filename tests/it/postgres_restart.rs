@@ -101,7 +101,8 @@ async fn restarts_lose_nothing(overrides: &[(&str, &str)]) {
         let open: i64 = client
             .query_one(
                 "select (select count(*) from postbox.deliveries where status <> 'succeeded')
-                      + (select count(*) from postbox.outbox where dispatched_at is null)",
+                      + (select count(*) from postbox.outbox where dispatched_at is null)
+                      + (select count(*) from postbox.dispatch_batches)",
                 &[],
             )
             .await

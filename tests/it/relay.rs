@@ -170,8 +170,11 @@ async fn a_relay_with_every_request_slot_taken_still_dispatches_each_poll_interv
     ))
     .await;
     app.emit("slow.event", json!({})).await;
+    // In flight: a first attempt straight from the outbox (its dispatch
+    // batch), or a claimed delivery.
     app.wait_for_count(
-        "select count(*) from postbox.deliveries where leased_until > now()",
+        "select (select count(*) from postbox.deliveries where leased_until > now())
+              + (select count(*) from postbox.dispatch_batches)",
         1,
         Duration::from_secs(10),
     )
