@@ -70,6 +70,11 @@ struct Args {
     /// The `postbox` binary to run as the relay (default: next to this one)
     #[arg(long)]
     relay_bin: Option<std::path::PathBuf>,
+    /// Another `postbox` binary (say, the previous release's) to run every
+    /// phase with first, on a database of its own: its figures are printed
+    /// beside these, so that a change is measured against the same day
+    #[arg(long)]
+    compare_relay_bin: Option<std::path::PathBuf>,
     /// Endpoints subscribed to every event (all at the local receiver): each
     /// event is delivered this many times
     #[arg(long, default_value_t = 1)]
@@ -131,12 +136,40 @@ struct Received {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let bench = Bench::create(&args).await?;
-    let result = bench.run_all(&args).await;
-    bench.drop_database().await?;
-    let report = result?;
-    report.print();
+    let before = match &args.compare_relay_bin {
+        Some(other) => {
+            eprintln!("with {} for comparison:", other.display());
+            Some(measure(&args, Some(other.clone())).await?)
+        }
+        None => None,
+    };
+    if before.is_some() {
+        eprintln!("with {}:", find_relay_bin(&args.relay_bin)?.display());
+    }
+    let report = measure(&args, args.relay_bin.clone()).await?;
+    report.print(before.as_ref());
     Ok(())
+}
+
+/// Every phase `args` asks for, with `relay_bin` as the relay, on a
+/// database of its own.
+async fn measure(args: &Args, relay_bin: Option<std::path::PathBuf>) -> anyhow::Result<Report> {
+    let bench = Bench::create(args, relay_bin).await?;
+    let result = bench.run_all(args).await;
+    bench.drop_database().await?;
+    result
+}
+
+/// The relay binary: `given`, or `postbox` next to this one.
+fn find_relay_bin(given: &Option<std::path::PathBuf>) -> anyhow::Result<std::path::PathBuf> {
+    let path = match given {
+        Some(path) => path.clone(),
+        None => std::env::current_exe()?.with_file_name("postbox"),
+    };
+    if !path.exists() {
+        bail!("relay binary {} not found (build it, or pass --relay-bin)", path.display());
+    }
+    Ok(path)
 }
 
 struct Bench {
@@ -154,31 +187,45 @@ struct Bench {
 
 #[derive(Default)]
 struct Report {
-    rows: Vec<(String, f64, String, String)>,
+    /// (key, label, value, unit, ratio as text)
+    rows: Vec<(String, String, f64, String, String)>,
     json: serde_json::Map<String, serde_json::Value>,
 }
 
 impl Report {
     fn add(&mut self, key: &str, label: &str, value: f64, unit: &str, ratio: Option<(f64, &str)>) {
         let ratio_text = ratio.map(|(r, of)| format!("{r:.2} of {of}")).unwrap_or_default();
-        self.rows.push((label.to_owned(), value, unit.to_owned(), ratio_text));
+        self.rows.push((key.to_owned(), label.to_owned(), value, unit.to_owned(), ratio_text));
         self.json.insert(key.to_owned(), json!(value));
         if let Some((r, _)) = ratio {
             self.json.insert(format!("{key}_ratio"), json!(r));
         }
     }
 
-    fn print(&self) {
-        let width = self.rows.iter().map(|r| r.0.len()).max().unwrap_or(0);
-        for (label, value, unit, ratio) in &self.rows {
-            println!("{label:<width$}  {value:>12.1} {unit:<10} {ratio}");
+    /// The table, with `before`'s figures (`--compare-relay-bin`) beside
+    /// each, then one JSON line (`before`'s under "compared").
+    fn print(&self, before: Option<&Report>) {
+        let width = self.rows.iter().map(|r| r.1.len()).max().unwrap_or(0);
+        if before.is_some() {
+            println!("{:<width$}  {:>12} {:<10} {:<14} | compared with", "", "this relay", "", "");
         }
-        println!("{}", serde_json::Value::Object(self.json.clone()));
+        for (key, label, value, unit, ratio) in &self.rows {
+            let beside = before
+                .and_then(|b| b.rows.iter().find(|r| &r.0 == key))
+                .map(|(_, _, value, _, ratio)| format!("| {value:>12.1} {ratio}"))
+                .unwrap_or_default();
+            println!("{label:<width$}  {value:>12.1} {unit:<10} {ratio:<14} {beside}");
+        }
+        let mut json = self.json.clone();
+        if let Some(before) = before {
+            json.insert("compared".to_owned(), serde_json::Value::Object(before.json.clone()));
+        }
+        println!("{}", serde_json::Value::Object(json));
     }
 }
 
 impl Bench {
-    async fn create(args: &Args) -> anyhow::Result<Self> {
+    async fn create(args: &Args, relay_bin: Option<std::path::PathBuf>) -> anyhow::Result<Self> {
         let admin =
             db::connect(&args.server).await.context("cannot reach the benchmark server (--server)")?;
         let name = format!("postbox_bench_{}", uuid::Uuid::new_v4().simple());
@@ -212,13 +259,7 @@ impl Bench {
                 .await?;
         }
 
-        let relay_bin = match &args.relay_bin {
-            Some(path) => path.clone(),
-            None => std::env::current_exe()?.with_file_name("postbox"),
-        };
-        if !relay_bin.exists() {
-            bail!("relay binary {} not found (build it, or pass --relay-bin)", relay_bin.display());
-        }
+        let relay_bin = find_relay_bin(&relay_bin)?;
         Ok(Self {
             admin,
             name,
