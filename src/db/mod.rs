@@ -28,6 +28,30 @@ pub(crate) mod sql {
     pub const NETWORK_POLICY_SET: &str = include_str!("../../sql/queries/network_policy_set.sql");
 }
 
+/// Runs `statement` under a generic plan: planned once per connection, not at
+/// every run (for the relay's big statements planning costs three times what
+/// running them does). Only for a statement whose every table is reached by
+/// key from its own parameters, so that the plan it gets on empty tables is
+/// still right on full ones; the session goes back to custom plans, which
+/// see the tables' current size, for everything else (see [`relay_pool`]).
+///
+/// One round trip: the three messages go out pipelined, in this order, on
+/// this connection, and the reset runs whatever the statement did.
+pub async fn query_one_generic(
+    client: &tokio_postgres::Client,
+    statement: &tokio_postgres::Statement,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> Result<tokio_postgres::Row, tokio_postgres::Error> {
+    let (set, row, reset) = tokio::join!(
+        client.batch_execute("set plan_cache_mode = force_generic_plan"),
+        client.query_one(statement, params),
+        client.batch_execute("reset plan_cache_mode"),
+    );
+    set?;
+    reset?;
+    row
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("invalid database.url: {0}")]
@@ -65,7 +89,8 @@ pub fn pool(url: &str, size: usize) -> Result<Pool, Error> {
 ///   existing deliveries, planned while `deliveries` was empty, walked every
 ///   delivery of the endpoint by `deliveries_endpoint_idx` (0.3 to 1 s a
 ///   pass, a 50k drain at a twentieth of its speed). Custom plans see the
-///   tables' current size at every run.
+///   tables' current size at every run; [`query_one_generic`] runs a
+///   statement whose plan cannot go wrong so without planning it each time.
 /// - `default_transaction_isolation = read committed`, whatever the
 ///   database's default: ordered queues rely on each statement seeing what
 ///   committed before it (0010_per_key_order.sql).

@@ -24,7 +24,7 @@ use tracing::{debug, error, info, warn};
 use uuid::Uuid;
 
 use crate::{
-    db::{sql, QueryError},
+    db::{self, sql, QueryError},
     delivery::{
         redact,
         retry::{self, Decision, RetryPolicy},
@@ -377,32 +377,33 @@ impl Deliverer {
 
         let client = self.pool.get().await?;
         let statement = client.prepare_cached(sql::DELIVERY_RECORD_ATTEMPTS).await?;
-        let row = client
-            .query_one(
-                &statement,
-                &[
-                    &ids,
-                    &tokens,
-                    &numbers,
-                    &started,
-                    &durations,
-                    &request_headers,
-                    &statuses,
-                    &response_headers,
-                    &bodies,
-                    &errors,
-                    &next_status,
-                    &retry_in,
-                    &gone,
-                    &disable_after,
-                    &operational,
-                    &events,
-                    &endpoints,
-                    &outbox_ids,
-                    &finished,
-                ],
-            )
-            .await?;
+        // Every table in it is reached by key from the attempts: a generic plan.
+        let row = db::query_one_generic(
+            &client,
+            &statement,
+            &[
+                &ids,
+                &tokens,
+                &numbers,
+                &started,
+                &durations,
+                &request_headers,
+                &statuses,
+                &response_headers,
+                &bodies,
+                &errors,
+                &next_status,
+                &retry_in,
+                &gone,
+                &disable_after,
+                &operational,
+                &events,
+                &endpoints,
+                &outbox_ids,
+                &finished,
+            ],
+        )
+        .await?;
         let attempts = row.try_get::<_, i64>("recorded")? as usize;
         if attempts < records.len() {
             warn!(
