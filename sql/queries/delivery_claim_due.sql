@@ -85,8 +85,9 @@ set leased_until = now() + make_interval(secs => $2::float8),
     -- relay died, or its lease ran out) still counts against the schedule.
     attempt_count = d.attempt_count + 1
 from due, postbox.outbox o, postbox.endpoints e,
-     lateral (select o.payload::text as payload, o.previous::text as previous, o.actor::text as actor
-              offset 0) body -- computed once per row, not per reference
+     lateral (select t.*, postbox.request_bytes(o.event_type, t.payload, t.previous, t.actor) as bytes
+              from (select o.payload::text as payload, o.previous::text as previous, o.actor::text as actor) t
+              offset 0) body -- computed once per row, not per reference (and planned once)
 where d.id = due.id
   and o.event_id = d.event_id
   and e.id = d.endpoint_id
@@ -97,13 +98,13 @@ returning d.id,
           o.event_type,
           postbox.rfc3339(o.occurred_at) as occurred_at,
           -- Bigger than the relay sends ($7 bytes): not loaded, and why.
-          case when postbox.request_bytes(o.event_type, body.payload, body.previous, body.actor) <= $7
+          case when body.bytes <= $7
                then body.payload end as payload,
-          case when postbox.request_bytes(o.event_type, body.payload, body.previous, body.actor) <= $7
+          case when body.bytes <= $7
                then body.previous end as previous,
-          case when postbox.request_bytes(o.event_type, body.payload, body.previous, body.actor) <= $7
+          case when body.bytes <= $7
                then body.actor end as actor,
-          postbox.too_big_to_send(postbox.request_bytes(o.event_type, body.payload, body.previous, body.actor), $7)
+          postbox.too_big_to_send(body.bytes, $7)
               as unsendable,
           e.url,
           postbox.signing_secrets(e) as secrets,

@@ -178,13 +178,13 @@ select w.events, w.deliveries, w.unleased, w.deferred,
        b.event_type,
        postbox.rfc3339(b.occurred_at) as occurred_at,
        -- Bigger than the relay sends ($9 bytes): not loaded, and why.
-       case when postbox.request_bytes(b.event_type, body.payload, body.previous, body.actor) <= $9
+       case when body.bytes <= $9
             then body.payload end as payload,
-       case when postbox.request_bytes(b.event_type, body.payload, body.previous, body.actor) <= $9
+       case when body.bytes <= $9
             then body.previous end as previous,
-       case when postbox.request_bytes(b.event_type, body.payload, body.previous, body.actor) <= $9
+       case when body.bytes <= $9
             then body.actor end as actor,
-       postbox.too_big_to_send(postbox.request_bytes(b.event_type, body.payload, body.previous, body.actor), $9)
+       postbox.too_big_to_send(body.bytes, $9)
            as unsendable,
        e.url,
        postbox.signing_secrets(e) as secrets,
@@ -192,6 +192,7 @@ select w.events, w.deliveries, w.unleased, w.deferred,
 from woken w
 left join direct c on true
 left join batch b on b.id = c.outbox_id
-left join lateral (select b.payload::text as payload, b.previous::text as previous, b.actor::text as actor
-                   offset 0) body on true -- computed once per row, not per reference
+left join lateral (select t.*, postbox.request_bytes(b.event_type, t.payload, t.previous, t.actor) as bytes
+                   from (select b.payload::text as payload, b.previous::text as previous, b.actor::text as actor) t
+                   offset 0) body on true -- computed once per row, not per reference (and planned once)
 left join postbox.endpoints e on e.id = c.endpoint_id
