@@ -267,3 +267,38 @@ async fn a_replay_committed_while_a_prune_waits_is_not_pruned() {
         assert_eq!(status, "pending");
     }
 }
+
+#[tokio::test]
+async fn an_event_whose_first_attempt_is_in_flight_is_not_pruned() {
+    let app = TestApp::new().await;
+    app.register("a.b").await;
+    let endpoint = app.subscribe("https://example.com/hooks", &["*"]).await;
+    let in_flight = event(&app, endpoint, 40, None).await;
+    let done = event(&app, endpoint, 40, None).await;
+    // Sent straight from the outbox: no delivery row yet, only its batch.
+    app.sql
+        .execute(
+            "insert into postbox.dispatch_batches (lease_token, leased_until, outbox_ids)
+             select gen_random_uuid(), now() + interval '1 minute', array[id]
+             from postbox.outbox where event_id = $1",
+            &[&in_flight],
+        )
+        .await
+        .unwrap();
+
+    let pruned =
+        postbox::relay::retention::prune(&app.sql, Duration::from_secs(86400), 10, &CancellationToken::new())
+            .await
+            .unwrap();
+
+    assert_eq!(pruned, 1);
+    let remaining: Vec<Uuid> = app
+        .sql
+        .query("select event_id from postbox.outbox", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(remaining, vec![in_flight], "{done} went, the event in flight stayed");
+}
