@@ -2,10 +2,11 @@
 //!
 //! A dispatch pass that hands first attempts to this relay's deliverer leaves
 //! a batch row in `postbox.dispatch_batches`, which stands for them until
-//! their deliveries are written. The outcome of a batch's last first attempt
-//! deletes the row in the same statement; a batch this relay never finishes
-//! (it died, or released the rest at shutdown) runs out of lease, and its
-//! events are dispatched again.
+//! their deliveries are written. The write of a batch's last outstanding
+//! outcome deletes the row in the same statement. A batch this relay never
+//! finishes (it died, released the rest at shutdown, or gave up writing an
+//! outcome) runs out of lease, and whatever of it has no delivery row is
+//! dispatched again: so an outcome counts only once written.
 
 use std::{collections::HashMap, sync::Mutex};
 
@@ -28,22 +29,43 @@ impl OpenBatches {
         }
     }
 
-    /// Takes the outcomes of first attempts of `batches` (claim tokens, one
-    /// per outcome) off their counts, and returns the batches this finishes.
-    /// Call once per outcome, before the first try at recording it.
-    pub fn recorded(&self, batches: impl IntoIterator<Item = Uuid>) -> Vec<Uuid> {
+    /// The batches that outcomes of first attempts of `batches` (claim
+    /// tokens, one per outcome) would finish, once written: their rows go
+    /// with that write. Counts nothing: see [`Self::written`].
+    pub fn finished_by(&self, batches: impl IntoIterator<Item = Uuid>) -> Vec<Uuid> {
+        let unrecorded = self.unrecorded.lock().expect("batch lock is never poisoned");
+        let mut outcomes: HashMap<Uuid, usize> = HashMap::new();
+        for token in batches {
+            *outcomes.entry(token).or_default() += 1;
+        }
+        outcomes
+            .into_iter()
+            .filter(|(token, n)| unrecorded.get(token) == Some(n))
+            .map(|(token, _)| token)
+            .collect()
+    }
+
+    /// These outcomes are written: taken off their batches' counts.
+    pub fn written(&self, batches: impl IntoIterator<Item = Uuid>) {
         let mut unrecorded = self.unrecorded.lock().expect("batch lock is never poisoned");
-        let mut finished = Vec::new();
         for token in batches {
             if let Some(left) = unrecorded.get_mut(&token) {
                 *left -= 1;
                 if *left == 0 {
                     unrecorded.remove(&token);
-                    finished.push(token);
                 }
             }
         }
-        finished
+    }
+
+    /// These outcomes were given up (the database was away longer than their
+    /// lease): no later write may finish their batches, whose rows must run
+    /// out of lease so that the events are dispatched again.
+    pub fn abandoned(&self, batches: impl IntoIterator<Item = Uuid>) {
+        let mut unrecorded = self.unrecorded.lock().expect("batch lock is never poisoned");
+        for token in batches {
+            unrecorded.remove(&token);
+        }
     }
 }
 
@@ -77,9 +99,35 @@ mod tests {
         let (one, two) = (Uuid::new_v4(), Uuid::new_v4());
         let batches = OpenBatches::default();
         batches.opened(&[first_attempt(one), first_attempt(one), first_attempt(two)]);
-        assert_eq!(batches.recorded([one]), Vec::<Uuid>::new());
-        assert_eq!(batches.recorded([two, one]), vec![two, one]);
-        assert_eq!(batches.recorded([one]), Vec::<Uuid>::new(), "a finished batch is forgotten");
+        assert_eq!(batches.finished_by([one]), Vec::<Uuid>::new());
+        batches.written([one]);
+        let mut finished = batches.finished_by([two, one]);
+        finished.sort();
+        let mut expected = vec![one, two];
+        expected.sort();
+        assert_eq!(finished, expected);
+        batches.written([two, one]);
+        assert_eq!(batches.finished_by([one]), Vec::<Uuid>::new(), "a finished batch is forgotten");
+    }
+
+    #[test]
+    fn an_outcome_not_written_finishes_nothing() {
+        let batch = Uuid::new_v4();
+        let batches = OpenBatches::default();
+        batches.opened(&[first_attempt(batch), first_attempt(batch)]);
+        // The first outcome's write failed: the second is not the last.
+        assert_eq!(batches.finished_by([batch]), Vec::<Uuid>::new());
+        batches.written([batch]);
+        assert_eq!(batches.finished_by([batch]), vec![batch]);
+    }
+
+    #[test]
+    fn an_abandoned_batch_is_never_finished() {
+        let batch = Uuid::new_v4();
+        let batches = OpenBatches::default();
+        batches.opened(&[first_attempt(batch), first_attempt(batch)]);
+        batches.abandoned([batch]);
+        assert_eq!(batches.finished_by([batch]), Vec::<Uuid>::new());
     }
 
     #[test]
@@ -88,6 +136,6 @@ mod tests {
         let mut claimed = first_attempt(Uuid::new_v4());
         claimed.from_outbox = None;
         batches.opened([&claimed]);
-        assert_eq!(batches.recorded([claimed.lease_token]), Vec::<Uuid>::new());
+        assert_eq!(batches.finished_by([claimed.lease_token]), Vec::<Uuid>::new());
     }
 }

@@ -329,15 +329,9 @@ impl Deliverer {
     /// Writes a batch of attempts in one round trip, with the endpoints'
     /// health. An attempt whose claim token is stale is dropped.
     pub async fn record(&self, records: &[AttemptRecord]) -> Result<Recorded> {
-        let finished = self.batches_finished_by(records);
-        self.write(records, &finished).await
-    }
-
-    /// The dispatch batches whose last first attempts are among `records`:
-    /// their rows go with this write. Once per outcome, however many tries
-    /// the write takes.
-    fn batches_finished_by(&self, records: &[AttemptRecord]) -> Vec<Uuid> {
-        self.batches.recorded(records.iter().filter(|r| r.from_outbox.is_some()).map(|r| r.lease_token))
+        let recorded = self.write(records, &self.batches.finished_by(batches_of(records))).await?;
+        self.batches.written(batches_of(records));
+        Ok(recorded)
     }
 
     /// [`Self::record`], deleting the rows of the `finished` dispatch batches.
@@ -582,10 +576,11 @@ impl Deliverer {
         let mut batch = Vec::with_capacity(self.config.batch_size);
         while outcomes.recv_many(&mut batch, self.config.batch_size).await > 0 {
             let (mut failures, first_try) = (0, Instant::now());
-            let finished = self.batches_finished_by(&batch);
             loop {
+                let finished = self.batches.finished_by(batches_of(&batch));
                 let err = match self.write(&batch, &finished).await {
                     Ok(recorded) => {
+                        self.batches.written(batches_of(&batch));
                         if recorded.queues_moved > 0 {
                             wake.notify_one();
                         }
@@ -606,6 +601,9 @@ impl Deliverer {
                         attempts = batch.len(),
                         "giving up on recording these attempts: their leases ran out"
                     );
+                    // Their dispatch batches must run out too, so that these
+                    // first attempts are dispatched again.
+                    self.batches.abandoned(batches_of(&batch));
                     break;
                 }
                 tokio::time::sleep(backoff(failures)).await;
@@ -614,6 +612,12 @@ impl Deliverer {
             batch.clear();
         }
     }
+}
+
+/// The dispatch batches (claim tokens) of the first attempts among `records`,
+/// one per outcome.
+fn batches_of(records: &[AttemptRecord]) -> impl Iterator<Item = Uuid> + '_ {
+    records.iter().filter(|r| r.from_outbox.is_some()).map(|r| r.lease_token)
 }
 
 /// Sleeps until `at`; forever when there is none.

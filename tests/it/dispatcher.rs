@@ -286,3 +286,83 @@ async fn first_attempts_whose_lease_ran_out_unrecorded_are_dispatched_again_and_
         .get(0);
     assert_eq!(pending, "1");
 }
+
+/// An outcome counts against its dispatch batch only once written: a batch
+/// whose first outcome could not be written is not finished by its second.
+#[tokio::test]
+async fn a_first_attempt_whose_write_gave_up_is_sent_again_after_its_batch_finishes() {
+    let app = TestApp::new().await;
+    app.register("order.created").await;
+    let endpoint = app.subscribe("http://127.0.0.1:9/hook", &["order.created"]).await;
+    for n in 0..2 {
+        app.emit("order.created", json!({ "n": n })).await;
+    }
+    let dispatcher = leasing_dispatcher(&app);
+    assert_eq!(dispatcher.run_once().await.unwrap().unleased, 0, "both sent at once, one batch");
+
+    // The two first attempts as the deliverer would record them.
+    let rows = app
+        .sql
+        .query(
+            "select b.lease_token, o.id, o.event_id from postbox.dispatch_batches b
+             join postbox.outbox o on o.id = any(b.outbox_ids) order by o.id",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 2);
+    let record = |row: &tokio_postgres::Row| postbox::relay::deliverer::AttemptRecord {
+        delivery_id: Uuid::new_v4(),
+        lease_token: row.get(0),
+        endpoint_id: endpoint,
+        event_id: row.get(2),
+        from_outbox: Some(row.get(1)),
+        attempt_number: 1,
+        started_at: std::time::SystemTime::now(),
+        duration: std::time::Duration::from_millis(5),
+        request_headers: json!({}),
+        response_status: Some(200),
+        response_headers: Some(json!({})),
+        response_body: Some(String::new()),
+        error: None,
+        decision: postbox::delivery::retry::Decision::Succeeded,
+        operational: false,
+    };
+    let (first, second) = (record(&rows[0]), record(&rows[1]));
+
+    // The first outcome's write fails (the database is away longer than a
+    // lease, say): the record loop gives up on it, as it is meant to.
+    app.sql
+        .batch_execute(
+            "create function public.refuse() returns trigger language plpgsql as
+               $$ begin raise exception 'database away'; end $$;
+             create trigger refuse before insert on postbox.attempts
+               for each row execute function public.refuse();",
+        )
+        .await
+        .unwrap();
+    assert!(app.deliverer.record(std::slice::from_ref(&first)).await.is_err());
+    app.sql.batch_execute("drop trigger refuse on postbox.attempts").await.unwrap();
+
+    // The second outcome is written: it is the batch's last, so the batch row goes.
+    app.deliverer.record(std::slice::from_ref(&second)).await.unwrap();
+
+    // The first event was never recorded: it must still be sent again,
+    // either through its batch (lease runs out, recovered) or as a delivery.
+    app.sql
+        .batch_execute("update postbox.dispatch_batches set leased_until = now() - interval '1 s'")
+        .await
+        .unwrap();
+    dispatcher.recover_expired_batches().await.unwrap();
+    app.dispatch().await;
+    let deliveries = app
+        .count(&format!("select count(*) from postbox.deliveries where event_id = '{}'", first.event_id))
+        .await;
+    let in_flight = app.count("select count(*) from postbox.dispatch_batches").await;
+    let undispatched = app.count("select count(*) from postbox.outbox where dispatched_at is null").await;
+    assert!(
+        deliveries + in_flight + undispatched > 0,
+        "the first event's delivery is lost: no delivery row, no batch, and its event counts as dispatched"
+    );
+    assert_eq!(deliveries, 1, "sent again: its delivery waits for a claim");
+}
