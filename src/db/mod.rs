@@ -32,8 +32,10 @@ pub(crate) mod sql {
 /// every run (for the relay's big statements planning costs three times what
 /// running them does). Only for a statement whose every table is reached by
 /// key from its own parameters, so that the plan it gets on empty tables is
-/// still right on full ones; the session goes back to custom plans, which
-/// see the tables' current size, for everything else (see [`relay_pool`]).
+/// still right on full ones, and that includes the statements of the
+/// triggers it fires, which run under the same setting. The session goes
+/// back to custom plans, which see the tables' current size, for everything
+/// else (see [`relay_pool`]).
 ///
 /// One round trip: the three messages go out pipelined, in this order, on
 /// this connection, and the reset runs whatever the statement did.

@@ -371,33 +371,37 @@ impl Deliverer {
 
         let client = self.pool.get().await?;
         let statement = client.prepare_cached(sql::DELIVERY_RECORD_ATTEMPTS).await?;
-        // Every table in it is reached by key from the attempts: a generic plan.
-        let row = db::query_one_generic(
-            &client,
-            &statement,
-            &[
-                &ids,
-                &tokens,
-                &numbers,
-                &started,
-                &durations,
-                &request_headers,
-                &statuses,
-                &response_headers,
-                &bodies,
-                &errors,
-                &next_status,
-                &retry_in,
-                &gone,
-                &disable_after,
-                &operational,
-                &events,
-                &endpoints,
-                &outbox_ids,
-                &finished,
-            ],
-        )
-        .await?;
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 19] = [
+            &ids,
+            &tokens,
+            &numbers,
+            &started,
+            &durations,
+            &request_headers,
+            &statuses,
+            &response_headers,
+            &bodies,
+            &errors,
+            &next_status,
+            &retry_in,
+            &gone,
+            &disable_after,
+            &operational,
+            &events,
+            &endpoints,
+            &outbox_ids,
+            &finished,
+        ];
+        // First attempts from the outbox only: then this statement, and the
+        // triggers it fires, reach every table by key, and a generic plan
+        // saves planning it at every write. Claimed deliveries may be keyed:
+        // the queue triggers' lookups then need custom plans (a generic one
+        // made on empty tables scans every active queue per key).
+        let row = if records.iter().all(|r| r.from_outbox.is_some()) {
+            db::query_one_generic(&client, &statement, &params).await?
+        } else {
+            client.query_one(&statement, &params).await?
+        };
         let attempts = row.try_get::<_, i64>("recorded")? as usize;
         if attempts < records.len() {
             warn!(
