@@ -40,11 +40,14 @@ updated as (
 -- First attempts sent straight from the outbox: each delivery is written now,
 -- with its outcome, while their dispatch batch is still theirs (once its
 -- lease ran out its events were dispatched again, and these outcomes are
--- stale). Never keyed: keyed deliveries are always claimed.
+-- stale). Never keyed: keyed deliveries are always claimed. A delivery that
+-- appeared meanwhile and was never attempted (a replay while this request
+-- was out) takes this outcome instead of being sent again.
 inserted as (
-    insert into postbox.deliveries (id, event_id, endpoint_id, outbox_id, status, attempt_count,
-                                    next_attempt_at, last_error)
-    select r.delivery_id, r.event_id, r.endpoint_id, r.outbox_id, r.status, r.attempt_number,
+    insert into postbox.deliveries as d (id, event_id, endpoint_id, outbox_id, status, attempt_count,
+                                         next_attempt_at, last_error)
+    select distinct on (r.event_id, r.endpoint_id)
+           r.delivery_id, r.event_id, r.endpoint_id, r.outbox_id, r.status, r.attempt_number,
            case when r.status <> 'pending' then null
                 when e.enabled then now() + make_interval(secs => r.retry_in)
                 else 'infinity' end,
@@ -53,18 +56,30 @@ inserted as (
     join postbox.endpoints e on e.id = r.endpoint_id
     where r.outbox_id is not null
       and exists (select 1 from postbox.dispatch_batches b where b.lease_token = r.lease_token)
-    on conflict on constraint deliveries_event_endpoint_key do nothing
-    returning id, endpoint_id, event_id, false as ended_in_order
+    order by r.event_id, r.endpoint_id, r.started_at
+    on conflict on constraint deliveries_event_endpoint_key do update
+        set status = excluded.status,
+            attempt_count = excluded.attempt_count,
+            next_attempt_at = excluded.next_attempt_at,
+            last_error = excluded.last_error,
+            updated_at = now()
+        where d.status = 'pending' and d.attempt_count = 0 and d.lease_token is null and not d.held
+    returning d.id, d.endpoint_id, d.event_id, false as ended_in_order
 ),
 -- Dispatch batches whose last outcome this is ($19, counted by the relay).
 finished_batches as (
     delete from postbox.dispatch_batches b
     where b.lease_token = any($19::uuid[])
 ),
+-- Each settled delivery with the outcome that settled it (`outcome_of`, the
+-- id the relay sent): a delivery taken over above has an id of its own.
 settled as (
-    select * from updated
+    select u.*, u.id as outcome_of from updated u
     union all
-    select * from inserted
+    (select distinct on (i.id) i.*, r.delivery_id
+     from inserted i
+     join result r on r.outbox_id is not null and r.event_id = i.event_id and r.endpoint_id = i.endpoint_id
+     order by i.id, r.started_at)
 ),
 -- The relay's own outbox inserts below wake no relay through NOTIFY (their
 -- statement trigger fires even for none): this relay rings its own
@@ -75,10 +90,10 @@ quiet as (
 written_attempts as (
     insert into postbox.attempts (delivery_id, attempt_number, started_at, duration_ms, request_headers,
                                   response_status, response_headers, response_body, error)
-    select r.delivery_id, r.attempt_number, to_timestamp(r.started_at), r.duration_ms,
+    select s.id, r.attempt_number, to_timestamp(r.started_at), r.duration_ms,
            r.request_headers::jsonb, r.response_status, r.response_headers::jsonb, r.response_body, r.error
     from result r
-    join settled s on s.id = r.delivery_id
+    join settled s on s.outcome_of = r.delivery_id
     returning 1
 ),
 health as (
@@ -90,7 +105,7 @@ health as (
            (array_agg(coalesce(r.error, 'HTTP ' || r.response_status) order by r.started_at desc)
                filter (where r.status <> 'succeeded'))[1] as last_error
     from result r
-    join settled s on s.id = r.delivery_id
+    join settled s on s.outcome_of = r.delivery_id
     group by s.endpoint_id
 ),
 verdict as (
@@ -143,7 +158,7 @@ exhausted_events as (
                               'last_error', coalesce(r.error, 'HTTP ' || r.response_status)),
            e.tenant
     from result r
-    join settled s on s.id = r.delivery_id
+    join settled s on s.outcome_of = r.delivery_id
     join postbox.endpoints e on e.id = s.endpoint_id
     where r.status = 'failed' and not r.operational
     returning 1

@@ -366,3 +366,57 @@ async fn a_first_attempt_whose_write_gave_up_is_sent_again_after_its_batch_finis
     );
     assert_eq!(deliveries, 1, "sent again: its delivery waits for a claim");
 }
+
+/// A replay while a first attempt is out creates a delivery for the pair:
+/// the outcome settles that delivery instead of being dropped, and it is
+/// not sent a second time.
+#[tokio::test]
+async fn a_replay_while_a_first_attempt_is_out_is_settled_by_its_outcome() {
+    let app = TestApp::new().await;
+    app.register("order.created").await;
+    let endpoint = app.subscribe("http://127.0.0.1:9/hook", &["order.created"]).await;
+    let event = app.emit("order.created", json!({})).await;
+    assert_eq!(leasing_dispatcher(&app).run_once().await.unwrap().unleased, 0, "sent at once");
+    let row = app
+        .sql
+        .query_one("select b.lease_token, b.outbox_ids[1] from postbox.dispatch_batches b", &[])
+        .await
+        .unwrap();
+
+    let replayed: i64 = app
+        .sql
+        .query_one("select postbox.replay($1, now() - interval '1 hour')", &[&endpoint])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(replayed, 1);
+    let record = postbox::relay::deliverer::AttemptRecord {
+        delivery_id: Uuid::new_v4(),
+        lease_token: row.get(0),
+        endpoint_id: endpoint,
+        event_id: event,
+        from_outbox: Some(row.get(1)),
+        attempt_number: 1,
+        started_at: std::time::SystemTime::now(),
+        duration: std::time::Duration::from_millis(5),
+        request_headers: json!({}),
+        response_status: Some(200),
+        response_headers: Some(json!({})),
+        response_body: Some(String::new()),
+        error: None,
+        decision: postbox::delivery::retry::Decision::Succeeded,
+        operational: false,
+    };
+    assert_eq!(app.deliverer.record(&[record]).await.unwrap().attempts, 1, "the outcome is recorded");
+
+    assert_eq!(app.delivery_state(event, endpoint).await, ("succeeded".into(), 1));
+    assert_eq!(
+        app.count(
+            "select count(*) from postbox.attempts a join postbox.deliveries d on d.id = a.delivery_id"
+        )
+        .await,
+        1,
+        "its attempt belongs to that delivery"
+    );
+    assert_eq!(app.count("select count(*) from postbox.dispatch_batches").await, 0);
+}
