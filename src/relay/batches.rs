@@ -12,7 +12,10 @@ use std::{collections::HashMap, sync::Mutex};
 
 use uuid::Uuid;
 
-use crate::delivery::webhook::Claimed;
+use crate::{
+    delivery::webhook::Claimed,
+    relay::capacity::{count_down, locked},
+};
 
 /// First attempts not yet recorded, per batch (its claim token).
 #[derive(Debug, Default)]
@@ -23,7 +26,7 @@ pub struct OpenBatches {
 impl OpenBatches {
     /// Counts the first attempts among `deliveries` against their batches.
     pub fn opened<'a>(&self, deliveries: impl IntoIterator<Item = &'a Claimed>) {
-        let mut unrecorded = self.unrecorded.lock().expect("batch lock is never poisoned");
+        let mut unrecorded = locked(&self.unrecorded);
         for delivery in deliveries.into_iter().filter(|d| d.from_outbox.is_some()) {
             *unrecorded.entry(delivery.lease_token).or_default() += 1;
         }
@@ -33,7 +36,7 @@ impl OpenBatches {
     /// tokens, one per outcome) would finish, once written: their rows go
     /// with that write. Counts nothing: see [`Self::written`].
     pub fn finished_by(&self, batches: impl IntoIterator<Item = Uuid>) -> Vec<Uuid> {
-        let unrecorded = self.unrecorded.lock().expect("batch lock is never poisoned");
+        let unrecorded = locked(&self.unrecorded);
         let mut outcomes: HashMap<Uuid, usize> = HashMap::new();
         for token in batches {
             *outcomes.entry(token).or_default() += 1;
@@ -47,14 +50,9 @@ impl OpenBatches {
 
     /// These outcomes are written: taken off their batches' counts.
     pub fn written(&self, batches: impl IntoIterator<Item = Uuid>) {
-        let mut unrecorded = self.unrecorded.lock().expect("batch lock is never poisoned");
+        let mut unrecorded = locked(&self.unrecorded);
         for token in batches {
-            if let Some(left) = unrecorded.get_mut(&token) {
-                *left -= 1;
-                if *left == 0 {
-                    unrecorded.remove(&token);
-                }
-            }
+            count_down(&mut unrecorded, token);
         }
     }
 
@@ -62,7 +60,7 @@ impl OpenBatches {
     /// lease): no later write may finish their batches, whose rows must run
     /// out of lease so that the events are dispatched again.
     pub fn abandoned(&self, batches: impl IntoIterator<Item = Uuid>) {
-        let mut unrecorded = self.unrecorded.lock().expect("batch lock is never poisoned");
+        let mut unrecorded = locked(&self.unrecorded);
         for token in batches {
             unrecorded.remove(&token);
         }

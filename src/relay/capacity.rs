@@ -9,7 +9,8 @@
 
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex},
+    hash::Hash,
+    sync::{Arc, Mutex, MutexGuard, PoisonError},
 };
 
 use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard, OwnedSemaphorePermit, Semaphore};
@@ -147,7 +148,7 @@ impl Capacity {
             }
         }
         let cap = self.endpoint_concurrency;
-        let load = self.endpoint_load.lock().expect("endpoint load lock is never poisoned");
+        let load = locked(&self.endpoint_load);
         let (busy, free) =
             load.iter().map(|(endpoint, used)| (*endpoint, clamp_i32(cap.saturating_sub(*used)))).unzip();
         drop(load);
@@ -158,10 +159,10 @@ impl Capacity {
     /// request slot and counts against its endpoint's cap. The turn and the
     /// slots left over go back.
     pub fn take(&self, room: Room, leased: Vec<Claimed>) -> Leased {
-        let mut held = self.held.lock().expect("held lock is never poisoned");
+        let mut held = locked(&self.held);
         held.extend(leased.iter().map(|d| (d.id, HeldLease::of(d))));
         drop(held);
-        let mut load = self.endpoint_load.lock().expect("endpoint load lock is never poisoned");
+        let mut load = locked(&self.endpoint_load);
         for delivery in &leased {
             *load.entry(delivery.endpoint_id).or_default() += 1;
         }
@@ -182,18 +183,12 @@ impl Capacity {
     /// A request to `endpoint` finished: its endpoint slot is free again (the
     /// request slot goes back with its permit).
     pub fn request_finished(&self, endpoint: Uuid) {
-        let mut load = self.endpoint_load.lock().expect("endpoint load lock is never poisoned");
-        if let Some(used) = load.get_mut(&endpoint) {
-            *used -= 1;
-            if *used == 0 {
-                load.remove(&endpoint);
-            }
-        }
+        count_down(&mut locked(&self.endpoint_load), endpoint);
     }
 
     /// These deliveries' outcomes are recorded: their leases are no longer ours.
     pub fn recorded(&self, deliveries: impl IntoIterator<Item = Uuid>) {
-        let mut held = self.held.lock().expect("held lock is never poisoned");
+        let mut held = locked(&self.held);
         for delivery in deliveries {
             held.remove(&delivery);
         }
@@ -206,12 +201,29 @@ impl Capacity {
 
     /// Every delivery still held, to be released.
     pub fn take_held(&self) -> Vec<HeldLease> {
-        std::mem::take(&mut *self.held.lock().expect("held lock is never poisoned")).into_values().collect()
+        std::mem::take(&mut *locked(&self.held)).into_values().collect()
     }
 }
 
 fn clamp_i32(n: usize) -> i32 {
     n.min(i32::MAX as usize) as i32
+}
+
+/// `mutex`'s data, also after a thread panicked holding it: every map here
+/// is changed in whole steps (an entry in or out, a count up or down), so
+/// what a panic left is still a state worth going on from.
+pub(crate) fn locked<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// One less of `key`; a count that reaches zero leaves the map.
+pub(crate) fn count_down<K: Hash + Eq>(counts: &mut HashMap<K, usize>, key: K) {
+    if let Some(count) = counts.get_mut(&key) {
+        *count -= 1;
+        if *count == 0 {
+            counts.remove(&key);
+        }
+    }
 }
 
 #[cfg(test)]

@@ -328,6 +328,8 @@ impl Deliverer {
 
     /// Writes a batch of attempts in one round trip, with the endpoints'
     /// health. An attempt whose claim token is stale is dropped.
+    /// First attempts count against their dispatch batches only once written,
+    /// so a failed write can be tried again.
     pub async fn record(&self, records: &[AttemptRecord]) -> Result<Recorded> {
         let recorded = self.write(records, &self.batches.finished_by(batches_of(records))).await?;
         self.batches.written(batches_of(records));
@@ -581,10 +583,8 @@ impl Deliverer {
         while outcomes.recv_many(&mut batch, self.config.batch_size).await > 0 {
             let (mut failures, first_try) = (0, Instant::now());
             loop {
-                let finished = self.batches.finished_by(batches_of(&batch));
-                let err = match self.write(&batch, &finished).await {
+                let err = match self.record(&batch).await {
                     Ok(recorded) => {
-                        self.batches.written(batches_of(&batch));
                         if recorded.queues_moved > 0 {
                             wake.notify_one();
                         }

@@ -164,6 +164,33 @@ async fn concurrent_dispatchers_share_the_outbox_without_double_deliveries() {
     );
 }
 
+/// A 200 for a first attempt sent straight from the outbox (dispatch batch
+/// `lease_token`, event `event_id` at `outbox_id`), as the deliverer makes it.
+fn first_attempt_succeeded(
+    lease_token: Uuid,
+    endpoint_id: Uuid,
+    event_id: Uuid,
+    outbox_id: i64,
+) -> postbox::relay::deliverer::AttemptRecord {
+    postbox::relay::deliverer::AttemptRecord {
+        delivery_id: Uuid::new_v4(),
+        lease_token,
+        endpoint_id,
+        event_id,
+        from_outbox: Some(outbox_id),
+        attempt_number: 1,
+        started_at: std::time::SystemTime::now(),
+        duration: std::time::Duration::from_millis(5),
+        request_headers: json!({}),
+        response_status: Some(200),
+        response_headers: Some(json!({})),
+        response_body: Some(String::new()),
+        error: None,
+        decision: postbox::delivery::retry::Decision::Succeeded,
+        operational: false,
+    }
+}
+
 /// A dispatcher wired to the test app's deliverer, as `postbox run` wires them.
 fn leasing_dispatcher(app: &TestApp) -> postbox::relay::dispatcher::Dispatcher {
     postbox::relay::dispatcher::Dispatcher::new(
@@ -311,23 +338,8 @@ async fn a_first_attempt_whose_write_gave_up_is_sent_again_after_its_batch_finis
         .await
         .unwrap();
     assert_eq!(rows.len(), 2);
-    let record = |row: &tokio_postgres::Row| postbox::relay::deliverer::AttemptRecord {
-        delivery_id: Uuid::new_v4(),
-        lease_token: row.get(0),
-        endpoint_id: endpoint,
-        event_id: row.get(2),
-        from_outbox: Some(row.get(1)),
-        attempt_number: 1,
-        started_at: std::time::SystemTime::now(),
-        duration: std::time::Duration::from_millis(5),
-        request_headers: json!({}),
-        response_status: Some(200),
-        response_headers: Some(json!({})),
-        response_body: Some(String::new()),
-        error: None,
-        decision: postbox::delivery::retry::Decision::Succeeded,
-        operational: false,
-    };
+    let record =
+        |row: &tokio_postgres::Row| first_attempt_succeeded(row.get(0), endpoint, row.get(2), row.get(1));
     let (first, second) = (record(&rows[0]), record(&rows[1]));
 
     // The first outcome's write fails (the database is away longer than a
@@ -390,23 +402,7 @@ async fn a_replay_while_a_first_attempt_is_out_is_settled_by_its_outcome() {
         .unwrap()
         .get(0);
     assert_eq!(replayed, 1);
-    let record = postbox::relay::deliverer::AttemptRecord {
-        delivery_id: Uuid::new_v4(),
-        lease_token: row.get(0),
-        endpoint_id: endpoint,
-        event_id: event,
-        from_outbox: Some(row.get(1)),
-        attempt_number: 1,
-        started_at: std::time::SystemTime::now(),
-        duration: std::time::Duration::from_millis(5),
-        request_headers: json!({}),
-        response_status: Some(200),
-        response_headers: Some(json!({})),
-        response_body: Some(String::new()),
-        error: None,
-        decision: postbox::delivery::retry::Decision::Succeeded,
-        operational: false,
-    };
+    let record = first_attempt_succeeded(row.get(0), endpoint, event, row.get(1));
     assert_eq!(app.deliverer.record(&[record]).await.unwrap().attempts, 1, "the outcome is recorded");
 
     assert_eq!(app.delivery_state(event, endpoint).await, ("succeeded".into(), 1));
