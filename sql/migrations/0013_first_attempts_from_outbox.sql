@@ -17,13 +17,20 @@
 
 insert into postbox.schema_migrations (version, name) values (13, 'first_attempts_from_outbox');
 
--- One row per dispatch pass that sent first attempts itself, deleted when
--- the last of their outcomes is recorded. lease_token is the pass's claim
--- token, which its requests carry; outbox_ids the events they belong to.
+-- One row per dispatch pass that sent first attempts itself, deleted by the
+-- write after which each of them has its delivery. lease_token is the pass's
+-- claim token, which its requests carry; (outbox_ids[i], endpoint_ids[i]) the
+-- event and endpoint of each request. Whether a batch is done is read from
+-- the deliveries, never counted apart: a relay's write that a crash lost
+-- (relays commit asynchronously) leaves its pairs without a delivery, and
+-- the batch then runs out of lease and sends them again.
 create table postbox.dispatch_batches (
     lease_token  uuid primary key,
     leased_until timestamptz not null,
-    outbox_ids   bigint[] not null
+    outbox_ids   bigint[] not null,
+    endpoint_ids uuid[] not null,
+    constraint dispatch_batches_one_endpoint_per_event
+        check (cardinality(outbox_ids) = cardinality(endpoint_ids))
 );
 comment on table postbox.dispatch_batches is
     'first attempts in flight without a delivery row; re-dispatched when the lease runs out';

@@ -66,10 +66,24 @@ inserted as (
         where d.status = 'pending' and d.attempt_count = 0 and d.lease_token is null and not d.held
     returning d.id, d.endpoint_id, d.event_id, false as ended_in_order
 ),
--- Dispatch batches whose last outcome this is ($19, counted by the relay).
+-- The dispatch batches of these first attempts that are done with this
+-- write: every request of theirs has a delivery, written before or now.
 finished_batches as (
     delete from postbox.dispatch_batches b
-    where b.lease_token = any($19::uuid[])
+    where b.lease_token in (select r.lease_token from result r where r.outbox_id is not null)
+      and not exists (
+          select 1
+          from unnest(b.outbox_ids, b.endpoint_ids) as p(outbox_id, endpoint_id)
+          join postbox.outbox o on o.id = p.outbox_id           -- not pruned
+          join postbox.endpoints e on e.id = p.endpoint_id      -- not unsubscribed
+          -- The endpoint test is kept out of any index (IS TRUE), so that
+          -- even a plan made on empty tables (this statement may run under
+          -- a generic plan) finds the pair by deliveries_event_endpoint_key,
+          -- never by walking the endpoint's deliveries_endpoint_idx.
+          where not exists (select 1 from postbox.deliveries d
+                            where d.event_id = o.event_id and (d.endpoint_id = p.endpoint_id) is true)
+            and not exists (select 1 from inserted i
+                            where i.event_id = o.event_id and i.endpoint_id = p.endpoint_id))
 ),
 -- Each settled delivery with the outcome that settled it (`outcome_of`, the
 -- id the relay sent): a delivery taken over above has an id of its own.

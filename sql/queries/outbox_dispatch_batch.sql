@@ -136,8 +136,10 @@ direct as materialized (
                       where d.event_id = c.event_id and d.endpoint_id = c.endpoint_id)
 ),
 in_flight as (
-    insert into postbox.dispatch_batches (lease_token, leased_until, outbox_ids)
-    select $4, now() + make_interval(secs => $3::float8), array_agg(distinct d.outbox_id)
+    insert into postbox.dispatch_batches (lease_token, leased_until, outbox_ids, endpoint_ids)
+    select $4, now() + make_interval(secs => $3::float8),
+           array_agg(d.outbox_id order by d.outbox_id, d.endpoint_id),
+           array_agg(d.endpoint_id order by d.outbox_id, d.endpoint_id)
     from direct d
     having count(*) > 0
     returning 1

@@ -92,10 +92,6 @@ impl Leased {
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
-
-    pub fn deliveries(&self) -> impl Iterator<Item = &Claimed> {
-        self.0.iter().map(|(delivery, _)| delivery)
-    }
 }
 
 impl IntoIterator for Leased {
@@ -212,12 +208,12 @@ fn clamp_i32(n: usize) -> i32 {
 /// `mutex`'s data, also after a thread panicked holding it: every map here
 /// is changed in whole steps (an entry in or out, a count up or down), so
 /// what a panic left is still a state worth going on from.
-pub(crate) fn locked<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+fn locked<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// One less of `key`; a count that reaches zero leaves the map.
-pub(crate) fn count_down<K: Hash + Eq>(counts: &mut HashMap<K, usize>, key: K) {
+fn count_down<K: Hash + Eq>(counts: &mut HashMap<K, usize>, key: K) {
     if let Some(count) = counts.get_mut(&key) {
         *count -= 1;
         if *count == 0 {

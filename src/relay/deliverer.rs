@@ -34,7 +34,6 @@ use crate::{
     metrics::Metrics,
     relay::{
         backoff::{backoff, sleep_or_cancel},
-        batches::OpenBatches,
         capacity::{Capacity, Leased, Room},
         supervisor::Liveness,
     },
@@ -86,8 +85,6 @@ pub struct Deliverer {
     config: DelivererConfig,
     metrics: Arc<Metrics>,
     capacity: Capacity,
-    /// First attempts handed over by the dispatcher and not yet recorded.
-    batches: OpenBatches,
     /// Deliveries leased by the dispatcher, on their way to the request loop.
     handed_over: mpsc::UnboundedSender<Leased>,
     hand_over_inbox: Mutex<Option<mpsc::UnboundedReceiver<Leased>>>,
@@ -114,7 +111,6 @@ impl Deliverer {
         let (handed_over, hand_over_inbox) = mpsc::unbounded_channel();
         Self {
             capacity: Capacity::new(config.concurrency, config.endpoint_concurrency),
-            batches: OpenBatches::default(),
             pool,
             sender,
             config,
@@ -155,7 +151,6 @@ impl Deliverer {
     /// to the request loop.
     pub fn hand_over(&self, leased: Leased) {
         if !leased.is_empty() {
-            self.batches.opened(leased.deliveries());
             // The loop stops taking them only after no room is given out
             // any more; whatever it left unsent is released at shutdown.
             let _ = self.handed_over.send(leased);
@@ -328,16 +323,7 @@ impl Deliverer {
 
     /// Writes a batch of attempts in one round trip, with the endpoints'
     /// health. An attempt whose claim token is stale is dropped.
-    /// First attempts count against their dispatch batches only once written,
-    /// so a failed write can be tried again.
     pub async fn record(&self, records: &[AttemptRecord]) -> Result<Recorded> {
-        let recorded = self.write(records, &self.batches.finished_by(batches_of(records))).await?;
-        self.batches.written(batches_of(records));
-        Ok(recorded)
-    }
-
-    /// [`Self::record`], deleting the rows of the `finished` dispatch batches.
-    async fn write(&self, records: &[AttemptRecord], finished: &[Uuid]) -> Result<Recorded> {
         if records.is_empty() {
             return Ok(Recorded::default());
         }
@@ -373,7 +359,7 @@ impl Deliverer {
 
         let client = self.pool.get().await?;
         let statement = client.prepare_cached(sql::DELIVERY_RECORD_ATTEMPTS).await?;
-        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 19] = [
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 18] = [
             &ids,
             &tokens,
             &numbers,
@@ -392,7 +378,6 @@ impl Deliverer {
             &events,
             &endpoints,
             &outbox_ids,
-            &finished,
         ];
         // First attempts from the outbox only: then this statement, and the
         // triggers it fires, reach every table by key, and a generic plan
@@ -605,9 +590,6 @@ impl Deliverer {
                         attempts = batch.len(),
                         "giving up on recording these attempts: their leases ran out"
                     );
-                    // Their dispatch batches must run out too, so that these
-                    // first attempts are dispatched again.
-                    self.batches.abandoned(batches_of(&batch));
                     break;
                 }
                 tokio::time::sleep(backoff(failures)).await;
@@ -616,12 +598,6 @@ impl Deliverer {
             batch.clear();
         }
     }
-}
-
-/// The dispatch batches (claim tokens) of the first attempts among `records`,
-/// one per outcome.
-fn batches_of(records: &[AttemptRecord]) -> impl Iterator<Item = Uuid> + '_ {
-    records.iter().filter(|r| r.from_outbox.is_some()).map(|r| r.lease_token)
 }
 
 /// Sleeps until `at`; forever when there is none.

@@ -416,3 +416,48 @@ async fn a_replay_while_a_first_attempt_is_out_is_settled_by_its_outcome() {
     );
     assert_eq!(app.count("select count(*) from postbox.dispatch_batches").await, 0);
 }
+
+/// Relays commit asynchronously: a crash of the database can lose a write
+/// the relay saw succeed. A batch is done only when its deliveries are in
+/// the database, so such an outcome is sent again, not forgotten.
+#[tokio::test]
+async fn a_first_attempt_whose_written_outcome_the_database_lost_is_sent_again() {
+    let app = TestApp::new().await;
+    app.register("order.created").await;
+    let endpoint = app.subscribe("http://127.0.0.1:9/hook", &["order.created"]).await;
+    for n in 0..2 {
+        app.emit("order.created", json!({ "n": n })).await;
+    }
+    let dispatcher = leasing_dispatcher(&app);
+    assert_eq!(dispatcher.run_once().await.unwrap().unleased, 0, "both sent at once, one batch");
+    let rows = app
+        .sql
+        .query(
+            "select b.lease_token, o.id, o.event_id from postbox.dispatch_batches b
+             join postbox.outbox o on o.id = any(b.outbox_ids) order by o.id",
+            &[],
+        )
+        .await
+        .unwrap();
+    let outcome =
+        |row: &tokio_postgres::Row| first_attempt_succeeded(row.get(0), endpoint, row.get(2), row.get(1));
+    let (first, second) = (outcome(&rows[0]), outcome(&rows[1]));
+
+    app.deliverer.record(std::slice::from_ref(&first)).await.unwrap();
+    // The crash took that commit with it.
+    app.sql.execute("delete from postbox.deliveries where event_id = $1", &[&first.event_id]).await.unwrap();
+    app.deliverer.record(std::slice::from_ref(&second)).await.unwrap();
+    assert_eq!(
+        app.count("select count(*) from postbox.dispatch_batches").await,
+        1,
+        "the batch stays while one of its requests has no delivery"
+    );
+
+    app.sql
+        .batch_execute("update postbox.dispatch_batches set leased_until = now() - interval '1 s'")
+        .await
+        .unwrap();
+    assert_eq!(dispatcher.recover_expired_batches().await.unwrap(), 2);
+    app.dispatch().await;
+    assert_eq!(app.delivery_state(first.event_id, endpoint).await, ("pending".into(), 0), "sent again");
+}

@@ -278,10 +278,10 @@ async fn an_event_whose_first_attempt_is_in_flight_is_not_pruned() {
     // Sent straight from the outbox: no delivery row yet, only its batch.
     app.sql
         .execute(
-            "insert into postbox.dispatch_batches (lease_token, leased_until, outbox_ids)
-             select gen_random_uuid(), now() + interval '1 minute', array[id]
+            "insert into postbox.dispatch_batches (lease_token, leased_until, outbox_ids, endpoint_ids)
+             select gen_random_uuid(), now() + interval '1 minute', array[id], array[$2::uuid]
              from postbox.outbox where event_id = $1",
-            &[&in_flight],
+            &[&in_flight, &endpoint],
         )
         .await
         .unwrap();
