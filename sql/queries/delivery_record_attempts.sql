@@ -72,7 +72,7 @@ finished_batches as (
     delete from postbox.dispatch_batches b
     where b.lease_token in (select r.lease_token from result r where r.outbox_id is not null)
       and not exists (
-          select 1
+          select o.event_id, p.endpoint_id
           from unnest(b.outbox_ids, b.endpoint_ids) as p(outbox_id, endpoint_id)
           join postbox.outbox o on o.id = p.outbox_id           -- not pruned
           join postbox.endpoints e on e.id = p.endpoint_id      -- not unsubscribed
@@ -82,8 +82,12 @@ finished_batches as (
           -- never by walking the endpoint's deliveries_endpoint_idx.
           where not exists (select 1 from postbox.deliveries d
                             where d.event_id = o.event_id and (d.endpoint_id = p.endpoint_id) is true)
-            and not exists (select 1 from inserted i
-                            where i.event_id = o.event_id and i.endpoint_id = p.endpoint_id))
+          -- Less those written by this statement (not visible above): a
+          -- hashed set difference, where a NOT EXISTS over the CTE compared
+          -- every pair of the batch with every delivery written (measured:
+          -- half of a 256-attempt write).
+          except
+          select i.event_id, i.endpoint_id from inserted i)
 ),
 -- Each settled delivery with the outcome that settled it (`outcome_of`, the
 -- id the relay sent): a delivery taken over above has an id of its own.
