@@ -71,6 +71,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "first_attempts_from_outbox",
         sql: include_str!("../../sql/migrations/0013_first_attempts_from_outbox.sql"),
     },
+    Migration {
+        version: 14,
+        name: "attempts_by_time_brin_only",
+        sql: include_str!("../../sql/migrations/0014_attempts_by_time_brin_only.sql"),
+    },
 ];
 
 /// Key for `pg_advisory_xact_lock`: "postbox" in ASCII.

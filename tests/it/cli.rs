@@ -48,7 +48,7 @@ async fn migrate_installs_then_reports_up_to_date() {
     let first = postbox(&["migrate"], &[("DATABASE_URL", &db.url)]);
     assert!(first.status.success(), "{}", stderr(&first));
     assert!(
-        stdout(&first).contains("applied migrations [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13]"),
+        stdout(&first).contains("applied migrations [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14]"),
         "{}",
         stdout(&first)
     );
