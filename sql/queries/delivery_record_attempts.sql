@@ -109,7 +109,14 @@ written_attempts as (
     insert into postbox.attempts (delivery_id, attempt_number, started_at, duration_ms, request_headers,
                                   response_status, response_headers, response_body, error)
     select s.id, r.attempt_number, to_timestamp(r.started_at), r.duration_ms,
-           r.request_headers::jsonb, r.response_status, r.response_headers::jsonb, r.response_body, r.error
+           -- The headers a reader cannot rebuild from the row (see the relay's
+           -- webhook::sent_headers); the delivery id the request carried
+           -- too, when a delivery taken over above has an id of its own.
+           r.request_headers::jsonb
+               || case when s.id <> r.delivery_id and r.request_headers::jsonb ? 'webhook-signature'
+                       then jsonb_build_object('postbox-delivery-id', r.delivery_id)
+                       else '{}' end,
+           r.response_status, r.response_headers::jsonb, r.response_body, r.error
     from result r
     join settled s on s.outcome_of = r.delivery_id
     returning 1

@@ -200,21 +200,33 @@ pub async fn get(client: &Client, access: &Access, id: Uuid) -> Result<DeliveryD
     let attempts = client
         .query(
             "select attempt_number, postbox.rfc3339(started_at) as started_at, duration_ms, request_headers,
+                    floor(extract(epoch from started_at))::int8 as started_unix,
                     response_status, response_headers, response_body, error
              from postbox.attempts where delivery_id = $1 order by attempt_number, id",
             &[&id],
         )
-        .await?
+        .await?;
+    let delivery = Delivery::try_from(&row)?;
+    let attempts = attempts
         .iter()
         .map(|r| {
+            let attempt_number = r.try_get("attempt_number")?;
+            let sent = webhook::SentWith {
+                delivery_id: delivery.id,
+                event_id: delivery.event_id,
+                event_type: &delivery.event_type,
+                attempt_number,
+                started_unix: r.try_get("started_unix")?,
+            };
             Ok(Attempt {
-                attempt_number: r.try_get("attempt_number")?,
+                attempt_number,
                 started_at: r.try_get("started_at")?,
                 duration_ms: r.try_get("duration_ms")?,
-                // Rows from before credentials were masked when recorded.
+                // Masked again for rows from before credentials were masked
+                // when recorded.
                 request_headers: r
                     .try_get::<_, Option<Value>>("request_headers")?
-                    .map(redact::mask_credentials),
+                    .map(|stored| redact::mask_credentials(webhook::sent_headers(stored, &sent))),
                 response_status: r.try_get("response_status")?,
                 response_headers: r.try_get("response_headers")?,
                 response_body: r.try_get("response_body")?,
@@ -222,7 +234,6 @@ pub async fn get(client: &Client, access: &Access, id: Uuid) -> Result<DeliveryD
             })
         })
         .collect::<std::result::Result<_, tokio_postgres::Error>>()?;
-    let delivery = Delivery::try_from(&row)?;
     let payload_text: &str = row.try_get("payload_text")?;
     // Parsed here as text: a payload deeper than serde_json's recursion limit
     // must not make its delivery impossible to inspect.

@@ -227,8 +227,8 @@ impl Deliverer {
         let unsendable = request.is_err();
         let (request_headers, result) = match request {
             Ok(request) => {
-                let sent = request.headers.iter().map(|(n, v)| (n.as_str(), v.as_str()));
-                let sent_headers = redact::mask_credentials(redact::headers_json(sent, usize::MAX));
+                let recorded = webhook::recorded_headers(&request.headers);
+                let sent_headers = redact::mask_credentials(redact::headers_json(recorded, usize::MAX));
                 let result = match self.time_left(&delivery) {
                     Some(limit) => self.sender.send_within(request, limit).await,
                     None => Err("the lease ran out before the request could start: raise relay.lease, \
@@ -332,7 +332,7 @@ impl Deliverer {
         let numbers: Vec<i32> = records.iter().map(|r| r.attempt_number).collect();
         let started: Vec<f64> = records
             .iter()
-            .map(|r| r.started_at.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs_f64())
+            .map(|r| unix_micros(r.started_at))
             .collect();
         let durations: Vec<i32> =
             records.iter().map(|r| r.duration.as_millis().min(i32::MAX as u128) as i32).collect();
@@ -606,6 +606,15 @@ async fn sleep_until_some(at: Option<tokio::time::Instant>) {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
     }
+}
+
+/// `at` in unix seconds, whole microseconds as Postgres keeps them, cut
+/// rather than rounded: the second of the stored start stays the
+/// `webhook-timestamp` that was sent (an attempt rebuilds that header from
+/// it, see `webhook::sent_headers`).
+fn unix_micros(at: SystemTime) -> f64 {
+    let since = at.duration_since(UNIX_EPOCH).unwrap_or_default();
+    since.as_secs() as f64 + f64::from(since.subsec_micros()) / 1e6
 }
 
 /// A leased delivery's request, from a row of a statement that leased it

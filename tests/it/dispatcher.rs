@@ -402,8 +402,13 @@ async fn a_replay_while_a_first_attempt_is_out_is_settled_by_its_outcome() {
         .unwrap()
         .get(0);
     assert_eq!(replayed, 1);
-    let record = first_attempt_succeeded(row.get(0), endpoint, event, row.get(1));
+    let mut record = first_attempt_succeeded(row.get(0), endpoint, event, row.get(1));
+    record.request_headers = json!({"webhook-signature": "v1,x"});
+    let sent_id = record.delivery_id.to_string();
     assert_eq!(app.deliverer.record(&[record]).await.unwrap().attempts, 1, "the outcome is recorded");
+    let headers: serde_json::Value =
+        app.sql.query_one("select request_headers from postbox.attempts", &[]).await.unwrap().get(0);
+    assert_eq!(headers["postbox-delivery-id"], sent_id, "the delivery id the request carried is kept");
 
     assert_eq!(app.delivery_state(event, endpoint).await, ("succeeded".into(), 1));
     assert_eq!(
