@@ -67,7 +67,9 @@ struct Args {
     /// Events sent in the latency phase
     #[arg(long, default_value_t = 2_000)]
     latency_events: u64,
-    /// The `postbox` binary to run as the relay (default: next to this one)
+    /// The `postbox` binary to run as the relay (default: next to this one);
+    /// one given here or below installs its own release's schema
+    /// (`postbox migrate`)
     #[arg(long)]
     relay_bin: Option<std::path::PathBuf>,
     /// Another `postbox` binary (say, the previous release's) to run every
@@ -234,7 +236,24 @@ impl Bench {
         url.set_path(&name);
         let url = url.to_string();
         let mut client = db::connect(&url).await?;
-        schema::migrate(&mut client).await?;
+        match &relay_bin {
+            // Another build's data path runs on the schema of its own release.
+            Some(other) => {
+                let status = Command::new(other)
+                    .arg("migrate")
+                    .env("POSTBOX_DATABASE__URL", &url)
+                    .env("RUST_LOG", "warn")
+                    .stdout(Stdio::null())
+                    .status()
+                    .with_context(|| format!("cannot run {} migrate", other.display()))?;
+                if !status.success() {
+                    bail!("{} migrate failed ({status})", other.display());
+                }
+            }
+            None => {
+                schema::migrate(&mut client).await?;
+            }
+        }
         client
             .batch_execute(
                 "select postbox.register_event_type('bench.event');
