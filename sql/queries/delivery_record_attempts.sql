@@ -66,28 +66,30 @@ inserted as (
         where d.status = 'pending' and d.attempt_count = 0 and d.lease_token is null and not d.held
     returning d.id, d.endpoint_id, d.event_id, false as ended_in_order
 ),
--- The dispatch batches of these first attempts that are done with this
--- write: every request of theirs has a delivery, written before or now.
+-- The dispatch batches of these first attempts, counted down by the
+-- outcomes written here (in this statement: a write a crash loses loses
+-- its count-down with it). A batch whose every outcome is written is done.
+written_per_batch as (
+    select b.lease_token, b.remaining, count(*) as written
+    from (select distinct r.lease_token, r.event_id, r.endpoint_id
+          from result r
+          join inserted i on i.event_id = r.event_id and i.endpoint_id = r.endpoint_id
+          where r.outbox_id is not null) w
+    join postbox.dispatch_batches b on b.lease_token = w.lease_token
+    group by b.lease_token, b.remaining
+),
 finished_batches as (
     delete from postbox.dispatch_batches b
-    where b.lease_token in (select r.lease_token from result r where r.outbox_id is not null)
-      and not exists (
-          select o.event_id, p.endpoint_id
-          from unnest(b.outbox_ids, b.endpoint_ids) as p(outbox_id, endpoint_id)
-          join postbox.outbox o on o.id = p.outbox_id           -- not pruned
-          join postbox.endpoints e on e.id = p.endpoint_id      -- not unsubscribed
-          -- The endpoint test is kept out of any index (IS TRUE), so that
-          -- even a plan made on empty tables (this statement may run under
-          -- a generic plan) finds the pair by deliveries_event_endpoint_key,
-          -- never by walking the endpoint's deliveries_endpoint_idx.
-          where not exists (select 1 from postbox.deliveries d
-                            where d.event_id = o.event_id and (d.endpoint_id = p.endpoint_id) is true)
-          -- Less those written by this statement (not visible above): a
-          -- hashed set difference, where a NOT EXISTS over the CTE compared
-          -- every pair of the batch with every delivery written (measured:
-          -- half of a 256-attempt write).
-          except
-          select i.event_id, i.endpoint_id from inserted i)
+    using written_per_batch w
+    where b.lease_token = w.lease_token
+      and w.remaining <= w.written
+),
+counted_down as (
+    update postbox.dispatch_batches b
+    set remaining = b.remaining - w.written
+    from written_per_batch w
+    where b.lease_token = w.lease_token
+      and w.remaining > w.written
 ),
 -- Each settled delivery with the outcome that settled it (`outcome_of`, the
 -- id the relay sent): a delivery taken over above has an id of its own.

@@ -136,10 +136,11 @@ direct as materialized (
                       where d.event_id = c.event_id and d.endpoint_id = c.endpoint_id)
 ),
 in_flight as (
-    insert into postbox.dispatch_batches (lease_token, leased_until, outbox_ids, endpoint_ids)
+    insert into postbox.dispatch_batches (lease_token, leased_until, outbox_ids, endpoint_ids, remaining)
     select $4, now() + make_interval(secs => $3::float8),
            array_agg(d.outbox_id order by d.outbox_id, d.endpoint_id),
-           array_agg(d.endpoint_id order by d.outbox_id, d.endpoint_id)
+           array_agg(d.endpoint_id order by d.outbox_id, d.endpoint_id),
+           count(*)
     from direct d
     having count(*) > 0
     returning 1
