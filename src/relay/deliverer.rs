@@ -330,10 +330,7 @@ impl Deliverer {
         let ids: Vec<Uuid> = records.iter().map(|r| r.delivery_id).collect();
         let tokens: Vec<Uuid> = records.iter().map(|r| r.lease_token).collect();
         let numbers: Vec<i32> = records.iter().map(|r| r.attempt_number).collect();
-        let started: Vec<f64> = records
-            .iter()
-            .map(|r| unix_micros(r.started_at))
-            .collect();
+        let started: Vec<f64> = records.iter().map(|r| unix_micros(r.started_at)).collect();
         let durations: Vec<i32> =
             records.iter().map(|r| r.duration.as_millis().min(i32::MAX as u128) as i32).collect();
         let request_headers: Vec<String> = records.iter().map(|r| r.request_headers.to_string()).collect();

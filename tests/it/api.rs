@@ -300,7 +300,10 @@ async fn deliveries_can_be_listed_inspected_and_redelivered() {
     assert!(attempts[0]["request_headers"]["webhook-signature"].as_str().unwrap().starts_with("v1,"));
     // Shown as sent, though the row keeps only what it cannot rebuild.
     for (name, value) in &first.headers {
-        if name.as_str().starts_with("webhook-") || name.as_str().starts_with("postbox-") || name == "content-type" {
+        if name.as_str().starts_with("webhook-")
+            || name.as_str().starts_with("postbox-")
+            || name == "content-type"
+        {
             assert_eq!(attempts[0]["request_headers"][name.as_str()], value.to_str().unwrap(), "{name}");
         }
     }
