@@ -191,6 +191,37 @@ fn first_attempt_succeeded(
     }
 }
 
+/// Two events to `endpoint` that one dispatch pass sends at once: the
+/// dispatcher, and the outcomes of both first attempts as the deliverer
+/// would record them, in outbox order.
+async fn two_first_attempts_in_one_batch(
+    app: &TestApp,
+    endpoint: Uuid,
+) -> (
+    postbox::relay::dispatcher::Dispatcher,
+    postbox::relay::deliverer::AttemptRecord,
+    postbox::relay::deliverer::AttemptRecord,
+) {
+    for n in 0..2 {
+        app.emit("order.created", json!({ "n": n })).await;
+    }
+    let dispatcher = leasing_dispatcher(app);
+    assert_eq!(dispatcher.run_once().await.unwrap().unleased, 0, "both sent at once, one batch");
+    let rows = app
+        .sql
+        .query(
+            "select b.lease_token, o.id, o.event_id from postbox.dispatch_batches b
+             join postbox.outbox o on o.id = any(b.outbox_ids) order by o.id",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 2);
+    let outcome =
+        |row: &tokio_postgres::Row| first_attempt_succeeded(row.get(0), endpoint, row.get(2), row.get(1));
+    (dispatcher, outcome(&rows[0]), outcome(&rows[1]))
+}
+
 /// A dispatcher wired to the test app's deliverer, as `postbox run` wires them.
 fn leasing_dispatcher(app: &TestApp) -> postbox::relay::dispatcher::Dispatcher {
     postbox::relay::dispatcher::Dispatcher::new(
@@ -321,26 +352,7 @@ async fn a_first_attempt_whose_write_gave_up_is_sent_again_after_its_batch_finis
     let app = TestApp::new().await;
     app.register("order.created").await;
     let endpoint = app.subscribe("http://127.0.0.1:9/hook", &["order.created"]).await;
-    for n in 0..2 {
-        app.emit("order.created", json!({ "n": n })).await;
-    }
-    let dispatcher = leasing_dispatcher(&app);
-    assert_eq!(dispatcher.run_once().await.unwrap().unleased, 0, "both sent at once, one batch");
-
-    // The two first attempts as the deliverer would record them.
-    let rows = app
-        .sql
-        .query(
-            "select b.lease_token, o.id, o.event_id from postbox.dispatch_batches b
-             join postbox.outbox o on o.id = any(b.outbox_ids) order by o.id",
-            &[],
-        )
-        .await
-        .unwrap();
-    assert_eq!(rows.len(), 2);
-    let record =
-        |row: &tokio_postgres::Row| first_attempt_succeeded(row.get(0), endpoint, row.get(2), row.get(1));
-    let (first, second) = (record(&rows[0]), record(&rows[1]));
+    let (dispatcher, first, second) = two_first_attempts_in_one_batch(&app, endpoint).await;
 
     // The first outcome's write fails (the database is away longer than a
     // lease, say): the record loop gives up on it, as it is meant to.
@@ -356,7 +368,8 @@ async fn a_first_attempt_whose_write_gave_up_is_sent_again_after_its_batch_finis
     assert!(app.deliverer.record(std::slice::from_ref(&first)).await.is_err());
     app.sql.batch_execute("drop trigger refuse on postbox.attempts").await.unwrap();
 
-    // The second outcome is written: it is the batch's last, so the batch row goes.
+    // The second outcome is written; the first never was, so the batch
+    // waits for its lease to run out.
     app.deliverer.record(std::slice::from_ref(&second)).await.unwrap();
 
     // The first event was never recorded: it must still be sent again,
@@ -395,12 +408,7 @@ async fn a_replay_while_a_first_attempt_is_out_is_settled_by_its_outcome() {
         .await
         .unwrap();
 
-    let replayed: i64 = app
-        .sql
-        .query_one("select postbox.replay($1, now() - interval '1 hour')", &[&endpoint])
-        .await
-        .unwrap()
-        .get(0);
+    let replayed: i64 = app.replay(endpoint).await;
     assert_eq!(replayed, 1);
     let mut record = first_attempt_succeeded(row.get(0), endpoint, event, row.get(1));
     record.request_headers = json!({"webhook-signature": "v1,x"});
@@ -430,23 +438,7 @@ async fn a_first_attempt_whose_written_outcome_the_database_lost_is_sent_again()
     let app = TestApp::new().await;
     app.register("order.created").await;
     let endpoint = app.subscribe("http://127.0.0.1:9/hook", &["order.created"]).await;
-    for n in 0..2 {
-        app.emit("order.created", json!({ "n": n })).await;
-    }
-    let dispatcher = leasing_dispatcher(&app);
-    assert_eq!(dispatcher.run_once().await.unwrap().unleased, 0, "both sent at once, one batch");
-    let rows = app
-        .sql
-        .query(
-            "select b.lease_token, o.id, o.event_id from postbox.dispatch_batches b
-             join postbox.outbox o on o.id = any(b.outbox_ids) order by o.id",
-            &[],
-        )
-        .await
-        .unwrap();
-    let outcome =
-        |row: &tokio_postgres::Row| first_attempt_succeeded(row.get(0), endpoint, row.get(2), row.get(1));
-    let (first, second) = (outcome(&rows[0]), outcome(&rows[1]));
+    let (dispatcher, first, second) = two_first_attempts_in_one_batch(&app, endpoint).await;
 
     app.deliverer.record(std::slice::from_ref(&first)).await.unwrap();
     // The crash took that commit with it: the delivery and the count-down.

@@ -81,22 +81,12 @@ async fn replay_resends_matching_events_since_a_time_including_ones_it_never_had
         .unwrap();
     app.dispatch().await; // before the endpoint existed: no deliveries
     let endpoint = app.subscribe(&receiver.url("/"), &["order.*"]).await;
-    let replayed: i64 = app
-        .sql
-        .query_one("select postbox.replay($1, now() - interval '1 day')", &[&endpoint])
-        .await
-        .unwrap()
-        .get(0);
+    let replayed: i64 = app.replay(endpoint).await;
     assert_eq!(replayed, 1, "only order.* events of the last day");
     assert_eq!(app.deliver().await, 1);
     assert_eq!(receiver.recv().await.json()["data"], json!({"n": 2}));
 
-    let again: i64 = app
-        .sql
-        .query_one("select postbox.replay($1, now() - interval '1 day')", &[&endpoint])
-        .await
-        .unwrap()
-        .get(0);
+    let again: i64 = app.replay(endpoint).await;
     assert_eq!(again, 1, "an existing delivery is attempted once more");
     assert_eq!(app.deliver().await, 1);
     assert_eq!(app.count("select count(*) from postbox.deliveries").await, 1);

@@ -216,12 +216,7 @@ async fn replay_resends_a_keys_events_in_order() {
     while app.deliver().await > 0 {}
     assert_eq!(names(&receiver.drain()), ["r1", "r2", "r3"]);
 
-    let replayed: i64 = app
-        .sql
-        .query_one("select postbox.replay($1, now() - interval '1 hour')", &[&endpoint])
-        .await
-        .unwrap()
-        .get(0);
+    let replayed: i64 = app.replay(endpoint).await;
     assert_eq!(replayed, 3);
     assert_eq!(held(&app).await, ["r2", "r3"]);
     while app.deliver().await > 0 {}

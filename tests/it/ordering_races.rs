@@ -113,12 +113,7 @@ async fn replay_while_one_is_in_flight_keeps_one_at_a_time() {
     app.dispatch().await;
     let in_flight = app.deliverer.claim(10).await.unwrap();
     assert_eq!(in_flight.len(), 1);
-    let replayed: i64 = app
-        .sql
-        .query_one("select postbox.replay($1, now() - interval '1 hour')", &[&endpoint])
-        .await
-        .unwrap()
-        .get(0);
+    let replayed: i64 = app.replay(endpoint).await;
     let again = app.deliverer.claim(10).await.unwrap();
     println!(
         "replayed {replayed}; k1 {:?}; k2 {:?}; claimed {}",

@@ -124,6 +124,15 @@ impl TestApp {
             .collect()
     }
 
+    /// `postbox.replay` of the last day's events to `endpoint`: how many.
+    pub async fn replay(&self, endpoint: Uuid) -> i64 {
+        self.sql
+            .query_one("select postbox.replay($1, now() - interval '1 day')", &[&endpoint])
+            .await
+            .unwrap()
+            .get(0)
+    }
+
     pub async fn count(&self, query: &str) -> i64 {
         self.sql.query_one(query, &[]).await.unwrap().get(0)
     }
